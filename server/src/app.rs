@@ -1,0 +1,117 @@
+//! Start-up and shutdown: open the database, apply migrations, issue the bootstrap key,
+//! serve until SIGTERM or SIGINT.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api_keys;
+use crate::audit::Actor;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::{self, AppState};
+use crate::store::{Store, settings};
+
+/// Name of the file, in the data directory, that receives the first API key.
+pub const BOOTSTRAP_KEY_FILE: &str = "admin-api-key";
+
+/// Opens the database named by the configuration and brings its schema up to date.
+pub async fn open_store(config: &Config) -> Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::internal(format!("creating data directory {}: {e}", config.data_dir.display())))?;
+    let store = Store::connect(&config.database_url(), config.max_db_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Builds the application state: database ready, bootstrap key issued.
+pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
+    let store = open_store(&config).await?;
+    if let Some(path) = issue_bootstrap_key(&store, &config.data_dir, clock.now()).await? {
+        eprintln!("assent: created the first API key and wrote it to {}", path.display());
+    }
+    Ok(AppState::new(config, store, clock))
+}
+
+/// On the very first start, creates an API key and writes it to `<data dir>/admin-api-key`
+/// (mode 0600). The key is committed only once the file is written, and only once per
+/// database, even when several replicas start together.
+pub async fn issue_bootstrap_key(store: &Store, data_dir: &Path, now: time::OffsetDateTime) -> Result<Option<PathBuf>> {
+    let mut tx = store.begin().await?;
+    if !settings::insert_once(&mut tx, "bootstrap_key_issued", &now.unix_timestamp().to_string()).await? {
+        return Ok(None);
+    }
+    let key = api_keys::create_in(&mut tx, "admin", now, &Actor::System).await?;
+    let path = data_dir.join(BOOTSTRAP_KEY_FILE);
+    write_secret_file(&path, &key.token)
+        .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
+    tx.commit().await?;
+    Ok(Some(path))
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // A file that existed before keeps its old mode through open(); tighten it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let store = state.store.clone();
+    let router = http::router(state);
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::internal(format!("server: {e}")))?;
+    store.close().await;
+    Ok(())
+}
+
+/// Runs `assent serve`: prepares, binds, announces the address, serves until a signal.
+pub async fn run(config: Config) -> Result<()> {
+    let listen = config.listen;
+    let state = prepare(config, Arc::new(SystemClock)).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::internal(format!("binding {listen}: {e}")))?;
+    let local = listener.local_addr().map_err(Error::internal)?;
+    tracing::info!(address = %local, backend = ?state.store.backend(), "assent listening");
+    eprintln!("assent: listening on http://{local}");
+    serve(state, listener, shutdown_signal()).await
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

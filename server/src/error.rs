@@ -1,0 +1,69 @@
+//! The server's error type. Each variant knows nothing of HTTP; `http::problem` maps them
+//! to RFC 9457 responses in one place.
+
+/// Everything that can go wrong while serving a request or running a task.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The thing named does not exist (or is not visible to the caller).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Missing, unknown or revoked credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Input that is well-formed JSON but not acceptable; `code` is the stable problem code.
+    #[error("{detail}")]
+    Invalid {
+        /// Stable machine code, e.g. `invalid_phone`.
+        code: &'static str,
+        /// Human explanation.
+        detail: String,
+    },
+    /// The request conflicts with current state; `code` is the stable problem code.
+    #[error("{detail}")]
+    Conflict {
+        /// Stable machine code.
+        code: &'static str,
+        /// Human explanation.
+        detail: String,
+    },
+    /// Too many requests; try again after the given number of seconds.
+    #[error("{detail}")]
+    RateLimited {
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+        /// Human explanation.
+        detail: String,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A bug or an environment failure; logged, never shown to callers.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
+        Error::Invalid { code, detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::Conflict`].
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Error::Conflict { code, detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::Internal`].
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Error::Internal(detail.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Internal(format!("json: {e}"))
+    }
+}
+
+/// The server's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

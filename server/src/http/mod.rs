@@ -1,0 +1,190 @@
+//! The HTTP surface: routing, authentication, metrics and problem responses. Handlers are
+//! thin adapters; the work happens in the domain modules.
+
+pub mod extract;
+pub mod problem;
+
+mod events;
+mod ops;
+mod users;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::audit::Actor;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::store::Store;
+use problem::Problem;
+
+/// Everything a request handler may need; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The shared parts behind [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The OpenAPI document, generated from the routes at start.
+    pub openapi: serde_json::Value,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The caller of an RP route, as proven by its API key.
+#[derive(Debug, Clone)]
+pub struct RpCaller {
+    /// The API key's id.
+    pub key_id: String,
+}
+
+impl RpCaller {
+    /// The caller as an audit actor.
+    pub fn actor(&self) -> Actor {
+        Actor::ApiKey(self.key_id.clone())
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Assent", description = "Push-first authentication backend: the RP, device and operations API."),
+    modifiers(&SecurityAddon),
+    tags(
+        (name = "users", description = "Users and their factors"),
+        (name = "events", description = "The audit log"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An Assent API key")).build(),
+            ),
+        );
+    }
+}
+
+/// Routes for RP backends, all behind an API key.
+fn rp_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(users::put_user, users::get_user, users::delete_user))
+        .routes(routes!(users::get_factors))
+        .routes(routes!(events::list_events))
+}
+
+/// Routes anyone may call.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json))
+}
+
+/// The OpenAPI document for every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, rp) = rp_routes().split_for_parts();
+    let (_, public) = public_routes().split_for_parts();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(rp);
+    doc.merge(public);
+    doc
+}
+
+/// Builds the whole router around `state`.
+pub fn router(state: AppState) -> Router {
+    let (rp, _) = rp_routes().split_for_parts();
+    let rp = rp.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    let (public, _) = public_routes().split_for_parts();
+
+    Router::new()
+        .merge(rp)
+        .merge(public)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+}
+
+/// Requires `Authorization: Bearer <api key>` and hands the caller to the handler.
+async fn require_api_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = token else {
+        return Problem::from(crate::error::Error::Unauthorized("send Authorization: Bearer <api key>")).into_response();
+    };
+    match crate::api_keys::authenticate(&state.store, token).await {
+        Ok(key_id) => {
+            request.extensions_mut().insert(RpCaller { key_id });
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Counts requests and their latency by route template and status.
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = RequestLabels { method, route, status: response.status().as_u16() };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state.metrics.request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+impl AppState {
+    /// Wraps the parts into a state.
+    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Self {
+        let openapi = serde_json::to_value(openapi()).unwrap_or_default();
+        AppState(Arc::new(Inner { config, store, clock, metrics: Metrics::new(), openapi }))
+    }
+}

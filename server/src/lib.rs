@@ -1,0 +1,21 @@
+//! Assent server: a push-first authentication backend.
+//!
+//! The binary `assent` wraps this library; tests build the same router in-process.
+//! See `docs/architecture.md` for how the parts fit together.
+
+#![forbid(unsafe_code)]
+
+pub mod api_keys;
+pub mod app;
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod store;
+pub mod telemetry;
+pub mod users;
+
+pub use error::{Error, Result};

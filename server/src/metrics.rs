@@ -1,0 +1,59 @@
+//! Prometheus metrics, held in the application state (no global registry).
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// The route template (`/v1/users/{user_id}`), never the raw path.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Every metric the server exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Requests served.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time to answer a request, in seconds.
+    pub request_duration: Family<RequestLabels, Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("assent");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register("http_request_duration_seconds", "Time to answer HTTP requests", request_duration.clone());
+        Metrics { registry: Arc::new(registry), requests, request_duration }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
