@@ -20,8 +20,12 @@ pub const BOOTSTRAP_KEY_FILE: &str = "admin-api-key";
 
 /// Opens the database named by the configuration and brings its schema up to date.
 pub async fn open_store(config: &Config) -> Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::internal(format!("creating data directory {}: {e}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::internal(format!(
+            "creating data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     let store = Store::connect(&config.database_url(), config.max_db_connections).await?;
     store.migrate().await?;
     Ok(store)
@@ -31,7 +35,10 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
     let store = open_store(&config).await?;
     if let Some(path) = issue_bootstrap_key(&store, &config.data_dir, clock.now()).await? {
-        eprintln!("assent: created the first API key and wrote it to {}", path.display());
+        eprintln!(
+            "assent: created the first API key and wrote it to {}",
+            path.display()
+        );
     }
     Ok(AppState::new(config, store, clock))
 }
@@ -39,9 +46,19 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> 
 /// On the very first start, creates an API key and writes it to `<data dir>/admin-api-key`
 /// (mode 0600). The key is committed only once the file is written, and only once per
 /// database, even when several replicas start together.
-pub async fn issue_bootstrap_key(store: &Store, data_dir: &Path, now: time::OffsetDateTime) -> Result<Option<PathBuf>> {
+pub async fn issue_bootstrap_key(
+    store: &Store,
+    data_dir: &Path,
+    now: time::OffsetDateTime,
+) -> Result<Option<PathBuf>> {
     let mut tx = store.begin().await?;
-    if !settings::insert_once(&mut tx, "bootstrap_key_issued", &now.unix_timestamp().to_string()).await? {
+    if !settings::insert_once(
+        &mut tx,
+        "bootstrap_key_issued",
+        &now.unix_timestamp().to_string(),
+    )
+    .await?
+    {
         return Ok(None);
     }
     let key = api_keys::create_in(&mut tx, "admin", now, &Actor::System).await?;
@@ -54,7 +71,12 @@ pub async fn issue_bootstrap_key(store: &Store, data_dir: &Path, now: time::Offs
 
 fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     // A file that existed before keeps its old mode through open(); tighten it.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     writeln!(file, "{secret}")?;
@@ -69,10 +91,13 @@ pub async fn serve(
 ) -> Result<()> {
     let store = state.store.clone();
     let router = http::router(state);
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::internal(format!("server: {e}")))?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| Error::internal(format!("server: {e}")))?;
     store.close().await;
     Ok(())
 }

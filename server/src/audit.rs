@@ -44,8 +44,16 @@ pub async fn record(
     data: serde_json::Value,
 ) -> Result<()> {
     let data = serde_json::to_string(&data)?;
-    crate::store::events::append(conn, &new_id(IdKind::Event), to_millis(at), kind, user_id, actor.as_str(), &data)
-        .await
+    crate::store::events::append(
+        conn,
+        &new_id(IdKind::Event),
+        to_millis(at),
+        kind,
+        user_id,
+        actor.as_str(),
+        &data,
+    )
+    .await
 }
 
 /// An audit event as the API shows it.

@@ -30,7 +30,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock starting at `start`.
     pub fn new(start: OffsetDateTime) -> Self {
-        Self { millis: Arc::new(AtomicI64::new(to_millis(start))) }
+        Self {
+            millis: Arc::new(AtomicI64::new(to_millis(start))),
+        }
     }
 
     /// A manual clock starting at the real current time.

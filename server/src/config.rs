@@ -72,8 +72,15 @@ pub struct Overrides {
 
 /// Top-level keys that `ASSENT_*` variables may set. Anything else with the prefix (test
 /// settings, `ASSENT_LOG`) is not configuration and is left alone.
-const ENV_KEYS: &[&str] =
-    &["listen", "data_dir", "database_url", "mode", "public_url", "max_body_bytes", "max_db_connections"];
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "mode",
+    "public_url",
+    "max_body_bytes",
+    "max_db_connections",
+];
 
 /// A configuration error, with the offending key and source in its message.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +91,9 @@ impl Config {
     /// Builds the configuration from every layer. `file` is `--config`; without it,
     /// `assent.toml` in the working directory is read when present.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        Self::figment(file, overrides).extract().map_err(|e| ConfigError(Box::new(e)))
+        Self::figment(file, overrides)
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
     }
 
     fn figment(file: Option<&Path>, overrides: &Overrides) -> Figment {
@@ -123,20 +132,27 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
 mod tests {
     use super::*;
 
     #[test]
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("assent.toml", "listen = \"127.0.0.1:9000\"\nmode = \"production\"\n")?;
+            jail.create_file(
+                "assent.toml",
+                "listen = \"127.0.0.1:9000\"\nmode = \"production\"\n",
+            )?;
             jail.set_env("ASSENT_LISTEN", "127.0.0.1:9100");
             jail.set_env("ASSENT_LOG", "debug"); // not configuration: ignored
             let config = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(config.listen, "127.0.0.1:9100".parse().map_err(|_| "addr")?);
             assert_eq!(config.mode, Mode::Production);
 
-            let flags = Overrides { listen: Some(([127, 0, 0, 1], 9200).into()), ..Default::default() };
+            let flags = Overrides {
+                listen: Some(([127, 0, 0, 1], 9200).into()),
+                ..Default::default()
+            };
             let config = Config::load(None, &flags).map_err(|e| e.to_string())?;
             assert_eq!(config.listen.port(), 9200);
             Ok(())

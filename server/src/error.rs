@@ -45,12 +45,18 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
-        Error::Invalid { code, detail: detail.into() }
+        Error::Invalid {
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for [`Error::Conflict`].
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Error::Conflict { code, detail: detail.into() }
+        Error::Conflict {
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for [`Error::Internal`].

@@ -30,7 +30,9 @@ pub struct Metrics {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 impl Metrics {
@@ -39,9 +41,18 @@ impl Metrics {
         let mut registry = Registry::with_prefix("assent");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests served", requests.clone());
-        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram);
-        registry.register("http_request_duration_seconds", "Time to answer HTTP requests", request_duration.clone());
-        Metrics { registry: Arc::new(registry), requests, request_duration }
+        let request_duration =
+            Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests",
+            request_duration.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            requests,
+            request_duration,
+        }
     }
 
     /// The Prometheus text exposition.

@@ -37,13 +37,30 @@ pub(super) struct EventPage {
 #[utoipa::path(get, path = "/v1/events", tag = "events", security(("api_key" = [])),
     params(EventsQuery),
     responses((status = 200, body = EventPage), (status = 422, description = "invalid_limit", body = Problem)))]
-pub(super) async fn list_events(State(state): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Json<EventPage>> {
+pub(super) async fn list_events(
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<EventPage>> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(Error::invalid("invalid_limit", "limit must be between 1 and 1000"));
+        return Err(Error::invalid(
+            "invalid_limit",
+            "limit must be between 1 and 1000",
+        ));
     }
-    let rows = store::events::list(state.store.reader(), q.user_id.as_deref(), q.after.as_deref(), limit).await?;
-    let events = rows.into_iter().map(Event::try_from).collect::<Result<Vec<_>>>()?;
-    let next_after = (events.len() as i64 == limit).then(|| events.last().map(|e| e.id.clone())).flatten();
+    let rows = store::events::list(
+        state.store.reader(),
+        q.user_id.as_deref(),
+        q.after.as_deref(),
+        limit,
+    )
+    .await?;
+    let events = rows
+        .into_iter()
+        .map(Event::try_from)
+        .collect::<Result<Vec<_>>>()?;
+    let next_after = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.id.clone()))
+        .flatten();
     Ok(Json(EventPage { events, next_after }))
 }

@@ -89,7 +89,10 @@ impl Modify for SecurityAddon {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(
-                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An Assent API key")).build(),
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An Assent API key"))
+                    .build(),
             ),
         );
     }
@@ -98,7 +101,11 @@ impl Modify for SecurityAddon {
 /// Routes for RP backends, all behind an API key.
 fn rp_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(users::put_user, users::get_user, users::delete_user))
+        .routes(routes!(
+            users::put_user,
+            users::get_user,
+            users::delete_user
+        ))
         .routes(routes!(users::get_factors))
         .routes(routes!(events::list_events))
 }
@@ -125,7 +132,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Builds the whole router around `state`.
 pub fn router(state: AppState) -> Router {
     let (rp, _) = rp_routes().split_for_parts();
-    let rp = rp.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    let rp = rp.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_api_key,
+    ));
     let (public, _) = public_routes().split_for_parts();
 
     Router::new()
@@ -134,7 +144,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .with_state(state)
 }
 
@@ -143,11 +156,19 @@ async fn not_found() -> Problem {
 }
 
 async fn method_not_allowed() -> Problem {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
 }
 
 /// Requires `Authorization: Bearer <api key>` and hands the caller to the handler.
-async fn require_api_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+async fn require_api_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -155,7 +176,10 @@ async fn require_api_key(State(state): State<AppState>, mut request: Request, ne
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(token) = token else {
-        return Problem::from(crate::error::Error::Unauthorized("send Authorization: Bearer <api key>")).into_response();
+        return Problem::from(crate::error::Error::Unauthorized(
+            "send Authorization: Bearer <api key>",
+        ))
+        .into_response();
     };
     match crate::api_keys::authenticate(&state.store, token).await {
         Ok(key_id) => {
@@ -175,9 +199,17 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    let labels = RequestLabels { method, route, status: response.status().as_u16() };
+    let labels = RequestLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
     state.metrics.requests.get_or_create(&labels).inc();
-    state.metrics.request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -185,6 +217,30 @@ impl AppState {
     /// Wraps the parts into a state.
     pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Self {
         let openapi = serde_json::to_value(openapi()).unwrap_or_default();
-        AppState(Arc::new(Inner { config, store, clock, metrics: Metrics::new(), openapi }))
+        AppState(Arc::new(Inner {
+            config,
+            store,
+            clock,
+            metrics: Metrics::new(),
+            openapi,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/openapi.json is the generated document; keep them equal.
+    #[test]
+    fn openapi_document_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        let generated = serde_json::to_string_pretty(&super::openapi()).unwrap() + "\n";
+        if std::env::var_os("ASSENT_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is out of date: run `ASSENT_UPDATE_OPENAPI=1 cargo test -p assent-server openapi`"
+        );
     }
 }

@@ -21,8 +21,12 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => "ready\n".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database does not answer")
-                .into_response()
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database does not answer",
+            )
+            .into_response()
         }
     }
 }
@@ -31,7 +35,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics.encode() {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
             .into_response(),
         Err(_) => crate::error::Error::internal("encoding metrics").into_response(),
     }

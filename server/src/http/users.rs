@@ -56,15 +56,26 @@ pub(super) async fn put_user(
     Json(body): Json<UserUpsert>,
 ) -> Result<(StatusCode, Json<User>)> {
     let id: UserId = user_id.parse()?;
-    let (user, created) = users::upsert(&state.store, &id, body, state.clock.now(), &caller.actor()).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(user)))
+    let (user, created) =
+        users::upsert(&state.store, &id, body, state.clock.now(), &caller.actor()).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(user),
+    ))
 }
 
 /// Reads a user.
 #[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users", security(("api_key" = [])),
     params(("user_id" = String, Path)),
     responses((status = 200, body = User), (status = 404, description = "not_found", body = Problem)))]
-pub(super) async fn get_user(State(state): State<AppState>, Path(user_id): Path<String>) -> Result<Json<User>> {
+pub(super) async fn get_user(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<User>> {
     Ok(Json(users::get(&state.store, &user_id.parse()?).await?))
 }
 
@@ -77,7 +88,13 @@ pub(super) async fn delete_user(
     Extension(caller): Extension<RpCaller>,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode> {
-    users::delete(&state.store, &user_id.parse()?, state.clock.now(), &caller.actor()).await?;
+    users::delete(
+        &state.store,
+        &user_id.parse()?,
+        state.clock.now(),
+        &caller.actor(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -85,12 +102,21 @@ pub(super) async fn delete_user(
 #[utoipa::path(get, path = "/v1/users/{user_id}/factors", tag = "users", security(("api_key" = [])),
     params(("user_id" = String, Path)),
     responses((status = 200, body = Factors), (status = 404, description = "not_found", body = Problem)))]
-pub(super) async fn get_factors(State(state): State<AppState>, Path(user_id): Path<String>) -> Result<Json<Factors>> {
+pub(super) async fn get_factors(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Factors>> {
     let user = users::get(&state.store, &user_id.parse()?).await?;
     Ok(Json(Factors {
         devices: Vec::new(),
         passkeys: Vec::new(),
-        phone: user.phone.map(|value| Destination { value, verified: user.phone_verified }),
-        email: user.email.map(|value| Destination { value, verified: user.email_verified }),
+        phone: user.phone.map(|value| Destination {
+            value,
+            verified: user.phone_verified,
+        }),
+        email: user.email.map(|value| Destination {
+            value,
+            verified: user.email_verified,
+        }),
     }))
 }

@@ -70,8 +70,14 @@ impl Store {
                 let url = sqlite_url_with_create(url)?;
                 let options = AnyConnectOptions::from_str(&url)?;
                 let writer = sqlite_pool(1).connect_with(options.clone()).await?;
-                let reader = sqlite_pool(max_connections.max(1)).connect_with(options).await?;
-                Ok(Self { reader, writer, backend })
+                let reader = sqlite_pool(max_connections.max(1))
+                    .connect_with(options)
+                    .await?;
+                Ok(Self {
+                    reader,
+                    writer,
+                    backend,
+                })
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -79,7 +85,11 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await?;
-                Ok(Self { reader: pool.clone(), writer: pool, backend })
+                Ok(Self {
+                    reader: pool.clone(),
+                    writer: pool,
+                    backend,
+                })
             }
         }
     }
@@ -90,7 +100,10 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&self.writer).await.map_err(|e| Error::internal(format!("migrations: {e}")))
+        migrator
+            .run(&self.writer)
+            .await
+            .map_err(|e| Error::internal(format!("migrations: {e}")))
     }
 
     /// The backend in use.
@@ -138,13 +151,16 @@ fn sqlite_pool(max: u32) -> AnyPoolOptions {
 
 /// Adds `mode=rwc` so a fresh start creates the database file, and creates its directory.
 fn sqlite_url_with_create(url: &str) -> Result<String> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    if !path.is_empty() && path != ":memory:" {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
-        }
+    let dir = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && path != ":memory:");
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
     }
     Ok(if query.contains("mode=") {
         url.to_owned()

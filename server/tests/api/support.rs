@@ -21,50 +21,7 @@ pub enum Db {
     Postgres,
 }
 
-/// The PostgreSQL server tests create their databases on.
-pub fn postgres_admin_url() -> String {
-    std::env::var("ASSENT_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A throwaway PostgreSQL database, dropped (with its connections) when this guard goes.
-pub struct PgDatabase {
-    name: String,
-    pub url: String,
-}
-
-impl PgDatabase {
-    pub async fn create() -> Self {
-        use sqlx::Connection;
-        let admin = postgres_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL tests need a server at {admin} ({e}); start one or set ASSENT_TEST_POSTGRES_URL \
-                 (`.ci/run` starts the local cluster)"
-            )
-        });
-        let name = format!("assent_test_{}", hex::encode(assent_server::ids::random_bytes::<8>()));
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
-        PgDatabase { url: format!("{base}/{name}"), name }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime; do the async clean-up on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
-                }
-            });
-        })
-        .join();
-    }
-}
+pub use assent_tests::PgDatabase;
 
 /// A database for one test, with its config.
 pub struct TestDb {
@@ -108,23 +65,45 @@ impl TestApp {
         let mut db = TestDb::new(db).await;
         tweak(&mut db.config);
         let clock = ManualClock::starting_now();
-        let state = app::prepare(db.config.clone(), Arc::new(clock.clone())).await.unwrap();
+        let state = app::prepare(db.config.clone(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
         let admin_key = std::fs::read_to_string(db.config.data_dir.join(app::BOOTSTRAP_KEY_FILE))
             .unwrap()
             .trim()
             .to_owned();
         let router = router(state.clone());
-        TestApp { db, state, router, clock, admin_key }
+        TestApp {
+            db,
+            state,
+            router,
+            clock,
+            admin_key,
+        }
     }
 
     /// A request with the admin key.
     pub fn req(&self, method: Method, path: &str) -> Call<'_> {
-        Call { app: self, method, path: path.to_owned(), auth: Some(format!("Bearer {}", self.admin_key)), body: None, headers: vec![] }
+        Call {
+            app: self,
+            method,
+            path: path.to_owned(),
+            auth: Some(format!("Bearer {}", self.admin_key)),
+            body: None,
+            headers: vec![],
+        }
     }
 
     /// A request with no credentials.
     pub fn anon(&self, method: Method, path: &str) -> Call<'_> {
-        Call { app: self, method, path: path.to_owned(), auth: None, body: None, headers: vec![] }
+        Call {
+            app: self,
+            method,
+            path: path.to_owned(),
+            auth: None,
+            body: None,
+            headers: vec![],
+        }
     }
 }
 
@@ -164,15 +143,23 @@ impl Call<'_> {
             builder = builder.header(k.as_str(), v.as_str());
         }
         let request = match self.body {
-            Some((ct, bytes)) => builder.header(header::CONTENT_TYPE, ct).body(Body::from(bytes)).unwrap(),
+            Some((ct, bytes)) => builder
+                .header(header::CONTENT_TYPE, ct)
+                .body(Body::from(bytes))
+                .unwrap(),
             None => builder.body(Body::empty()).unwrap(),
         };
         let response = self.app.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Resp { status, headers, body }
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
@@ -188,10 +175,19 @@ impl Resp {
     #[track_caller]
     pub fn assert_problem(&self, status: StatusCode, code: &str) {
         assert_eq!(self.status, status, "body: {}", self.body);
-        assert_eq!(self.headers[header::CONTENT_TYPE], "application/problem+json", "body: {}", self.body);
+        assert_eq!(
+            self.headers[header::CONTENT_TYPE],
+            "application/problem+json",
+            "body: {}",
+            self.body
+        );
         assert_eq!(self.body["code"], code, "body: {}", self.body);
         assert_eq!(self.body["status"], status.as_u16());
-        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string());
+        assert!(
+            self.body["title"].is_string()
+                && self.body["detail"].is_string()
+                && self.body["type"].is_string()
+        );
     }
 
     #[track_caller]
