@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod phone;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -12,8 +14,7 @@ use std::time::{Duration, Instant};
 /// The PostgreSQL server tests create their databases on (`ASSENT_TEST_POSTGRES_URL`,
 /// default the local cluster's `test` database).
 pub fn postgres_admin_url() -> String {
-    std::env::var("ASSENT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("ASSENT_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A throwaway PostgreSQL database, dropped (with its connections) when this guard goes.
@@ -38,16 +39,10 @@ impl PgDatabase {
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).unwrap();
         let name = format!("assent_test_{}", hex::encode(bytes));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
         let _ = conn.close().await;
         let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
-        PgDatabase {
-            url: format!("{base}/{name}"),
-            name,
-        }
+        PgDatabase { url: format!("{base}/{name}"), name }
     }
 }
 
@@ -56,16 +51,12 @@ impl Drop for PgDatabase {
         let name = self.name.clone();
         // Drop runs inside a test's runtime; do the async clean-up on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 use sqlx::Connection;
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
                 }
             });
         })
@@ -79,11 +70,7 @@ pub fn assent_bin() -> PathBuf {
     // target/<profile>/deps/<test>-<hash> -> target/<profile>/assent
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("assent");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace`", bin.display());
     bin
 }
 
@@ -104,12 +91,7 @@ impl Server {
     /// arguments, and waits until it announces its address.
     pub fn start(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         let mut cmd = Command::new(assent_bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args);
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(args);
         cmd.env("ASSENT_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -132,26 +114,15 @@ impl Server {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "assent did not start; stderr:\n{}",
-                    lines.lock().unwrap().join("\n")
-                );
+                panic!("assent did not start; stderr:\n{}", lines.lock().unwrap().join("\n"));
             }
         };
-        Server {
-            child,
-            url,
-            data_dir: data_dir.to_owned(),
-            stderr: lines,
-        }
+        Server { child, url, data_dir: data_dir.to_owned(), stderr: lines }
     }
 
     /// The bootstrap API key the server wrote on first start.
     pub fn admin_key(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin-api-key"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        std::fs::read_to_string(self.data_dir.join("admin-api-key")).unwrap().trim().to_owned()
     }
 
     /// Sends SIGTERM and waits for the process to exit.

@@ -35,9 +35,7 @@ mod tests {
     #[test]
     fn round_trips_all_lengths() {
         for len in 0..70u8 {
-            let data: Vec<u8> = (0..len)
-                .map(|i| i.wrapping_mul(37).wrapping_add(250))
-                .collect();
+            let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37).wrapping_add(250)).collect();
             let text = encode(&data);
             assert!(!text.contains('='));
             assert_eq!(decode(&text).unwrap(), data);
@@ -52,9 +50,7 @@ mod tests {
 
     #[test]
     fn rejects_padding_std_alphabet_and_junk() {
-        for bad in [
-            "-_8=", "QQ==", "QQ=", "+/8", "ab/c", "QQ Q", "Q", "QR", "ab\ncd", "é",
-        ] {
+        for bad in ["-_8=", "QQ==", "QQ=", "+/8", "ab/c", "QQ Q", "Q", "QR", "ab\ncd", "é"] {
             assert_eq!(decode(bad), Err(Error::BadEncoding), "{bad:?}");
         }
     }
@@ -62,9 +58,6 @@ mod tests {
     #[test]
     fn sha256_of_known_input() {
         // SHA-256("abc") = ba7816bf 8f01cfea 414140de 5dae2223 b00361a3 96177a9c b410ff61 f20015ad
-        assert_eq!(
-            sha256_b64("abc"),
-            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
-        );
+        assert_eq!(sha256_b64("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
     }
 }

@@ -86,9 +86,7 @@ impl EnrollUri {
         }
         let (mut server, mut token, mut kid, mut user) = (None, None, None, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair
-                .split_once('=')
-                .ok_or_else(|| invalid("parameter without `=`"))?;
+            let (name, value) = pair.split_once('=').ok_or_else(|| invalid("parameter without `=`"))?;
             let slot = match percent_decode(name)?.as_str() {
                 "server" => &mut server,
                 "token" => &mut token,
@@ -166,9 +164,7 @@ fn percent_decode(text: &str) -> Result<String> {
 }
 
 fn hex_value(digit: u8) -> Option<u8> {
-    char::from(digit)
-        .to_digit(16)
-        .and_then(|v| u8::try_from(v).ok())
+    char::from(digit).to_digit(16).and_then(|v| u8::try_from(v).ok())
 }
 
 #[cfg(test)]
@@ -200,10 +196,7 @@ mod tests {
             let uri = sample(user);
             let text = uri.to_string();
             assert!(text.starts_with("assent://enroll?server=https%3A%2F%2Fassent.example.com"));
-            assert!(
-                !text[ENROLL_URI_PREFIX.len() + 1..].contains([' ', '#', '+']),
-                "{text}"
-            );
+            assert!(!text[ENROLL_URI_PREFIX.len() + 1..].contains([' ', '#', '+']), "{text}");
             assert_eq!(text.matches('&').count(), 3, "{text}");
             assert_eq!(EnrollUri::parse(&text).unwrap(), uri, "{text}");
             assert_eq!(text.parse::<EnrollUri>().unwrap(), uri);
@@ -223,9 +216,8 @@ mod tests {
 
     #[test]
     fn lenient_where_harmless() {
-        let text = format!(
-            "ASSENT://Enroll?user=Tom+%26+Jerry&extra=1&kid={KID}&&server=https://a.example/x?y&token=t"
-        );
+        let text =
+            format!("ASSENT://Enroll?user=Tom+%26+Jerry&extra=1&kid={KID}&&server=https://a.example/x?y&token=t");
         let uri = EnrollUri::parse(&text).unwrap();
         assert_eq!(uri.user, "Tom & Jerry");
         assert_eq!(uri.server, "https://a.example/x?y");
@@ -244,63 +236,29 @@ mod tests {
         let good = sample("Alice").to_string();
         let query = &good[ENROLL_URI_PREFIX.len()..];
         let cases: Vec<(String, &str)> = vec![
-            (
-                format!("https://enroll{query}"),
-                "not an assent://enroll URI",
-            ),
-            (
-                format!("assent://enrol{query}"),
-                "not an assent://enroll URI",
-            ),
-            (
-                format!("assent://enrollx{query}"),
-                "expected `?` right after assent://enroll",
-            ),
-            (
-                format!("assent://enroll/{query}"),
-                "expected `?` right after assent://enroll",
-            ),
-            (
-                "assent://enroll".into(),
-                "expected `?` right after assent://enroll",
-            ),
+            (format!("https://enroll{query}"), "not an assent://enroll URI"),
+            (format!("assent://enrol{query}"), "not an assent://enroll URI"),
+            (format!("assent://enrollx{query}"), "expected `?` right after assent://enroll"),
+            (format!("assent://enroll/{query}"), "expected `?` right after assent://enroll"),
+            ("assent://enroll".into(), "expected `?` right after assent://enroll"),
             ("assent".into(), "not an assent://enroll URI"),
             (format!("{good}#frag"), "fragment not allowed"),
             (good.replace("&user=Alice", ""), "missing parameter `user`"),
             (good.replace("token=", "tok="), "missing parameter `token`"),
             (good.replace("&kid=", "&kid"), "parameter without `=`"),
-            (
-                good.replace("user=Alice", "user="),
-                "empty parameter `user`",
-            ),
+            (good.replace("user=Alice", "user="), "empty parameter `user`"),
             (format!("{good}&user=Mallory"), "repeated parameter `user`"),
             (good.replace("Alice", "Al%2"), "bad percent-escape"),
             (good.replace("Alice", "Al%zzce"), "bad percent-escape"),
-            (
-                good.replace("Alice", "%FF%FE"),
-                "percent-escapes are not UTF-8",
-            ),
-            (
-                good.replace("https%3A%2F%2F", "ftp%3A%2F%2F"),
-                "`server` must be an http(s) URL",
-            ),
-            (
-                good.replace(KID, "not-a-thumbprint"),
-                "`kid` must be a base64url SHA-256 thumbprint",
-            ),
+            (good.replace("Alice", "%FF%FE"), "percent-escapes are not UTF-8"),
+            (good.replace("https%3A%2F%2F", "ftp%3A%2F%2F"), "`server` must be an http(s) URL"),
+            (good.replace(KID, "not-a-thumbprint"), "`kid` must be a base64url SHA-256 thumbprint"),
         ];
         for (text, reason) in cases {
-            assert_eq!(
-                EnrollUri::parse(&text),
-                Err(Error::InvalidUri(reason.into())),
-                "{text}"
-            );
+            assert_eq!(EnrollUri::parse(&text), Err(Error::InvalidUri(reason.into())), "{text}");
         }
         // Multi-byte input shorter than, or split across, the prefix must not panic.
         assert!(matches!(EnrollUri::parse("é"), Err(Error::InvalidUri(_))));
-        assert!(matches!(
-            EnrollUri::parse("assent://enroléx"),
-            Err(Error::InvalidUri(_))
-        ));
+        assert!(matches!(EnrollUri::parse("assent://enroléx"), Err(Error::InvalidUri(_))));
     }
 }

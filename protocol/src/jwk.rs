@@ -65,9 +65,7 @@ impl TryFrom<JwkFields> for EcPublicJwk {
 
     fn try_from(f: JwkFields) -> Result<Self> {
         if f.d.is_some() {
-            return Err(Error::InvalidKey(
-                "JWK carries the private member `d`".into(),
-            ));
+            return Err(Error::InvalidKey("JWK carries the private member `d`".into()));
         }
         match f.kty.as_deref() {
             Some(KTY_EC) => {}
@@ -140,14 +138,7 @@ impl EcPublicJwk {
         // An uncompressed encoding of a valid public key always has both coordinates.
         let x = point.x().map(b64::encode).unwrap_or_default();
         let y = point.y().map(b64::encode).unwrap_or_default();
-        EcPublicJwk {
-            key: *key,
-            x,
-            y,
-            kid: None,
-            key_use: None,
-            alg: None,
-        }
+        EcPublicJwk { key: *key, x, y, kid: None, key_use: None, alg: None }
     }
 
     /// The entry for `key` in the server's JWKS: `kid` is the RFC 7638 thumbprint, `use` is
@@ -221,10 +212,7 @@ impl EcPublicJwk {
     /// enrollment QR pins.
     pub fn thumbprint(&self) -> String {
         // x and y are base64url, so they need no JSON escaping.
-        let canonical = format!(
-            r#"{{"crv":"{CRV_P256}","kty":"{KTY_EC}","x":"{}","y":"{}"}}"#,
-            self.x, self.y
-        );
+        let canonical = format!(r#"{{"crv":"{CRV_P256}","kty":"{KTY_EC}","x":"{}","y":"{}"}}"#, self.x, self.y);
         b64::sha256_b64(canonical)
     }
 }
@@ -274,9 +262,7 @@ pub struct Jwks {
 impl Jwks {
     /// A JWKS publishing each key as a [`EcPublicJwk::jwks_entry`].
     pub fn from_verifying_keys<'a>(keys: impl IntoIterator<Item = &'a VerifyingKey>) -> Self {
-        Jwks {
-            keys: keys.into_iter().map(EcPublicJwk::jwks_entry).collect(),
-        }
+        Jwks { keys: keys.into_iter().map(EcPublicJwk::jwks_entry).collect() }
     }
 
     /// The first key whose `kid` member equals `kid`.
@@ -329,9 +315,7 @@ mod tests {
         assert_eq!(jwk.alg(), Some("ES256"));
         assert_eq!(
             serde_json::to_string(&jwk).unwrap(),
-            format!(
-                r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}","y":"{A3_Y}","kid":"k1","use":"sig","alg":"ES256"}}"#
-            )
+            format!(r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}","y":"{A3_Y}","kid":"k1","use":"sig","alg":"ES256"}}"#)
         );
         assert_eq!(serde_json::to_string(&jwk.bare()).unwrap(), a3_json());
     }
@@ -351,10 +335,7 @@ mod tests {
         // Same x, y changed by one in its last byte: no longer on P-256.
         let mut y = b64::decode(A3_Y).unwrap();
         y[31] ^= 1;
-        let json = format!(
-            r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}","y":"{}"}}"#,
-            b64::encode(&y)
-        );
+        let json = format!(r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}","y":"{}"}}"#, b64::encode(&y));
         assert_eq!(EcPublicJwk::from_json(&json), Err(Error::OffCurve));
         // Through plain serde the same refusal surfaces as JSON error text.
         assert!(matches!(
@@ -365,61 +346,33 @@ mod tests {
 
     #[test]
     fn coordinate_above_field_prime_is_refused() {
-        let json = format!(
-            r#"{{"kty":"EC","crv":"P-256","x":"{}","y":"{A3_Y}"}}"#,
-            b64::encode([0xff; 32])
-        );
+        let json = format!(r#"{{"kty":"EC","crv":"P-256","x":"{}","y":"{A3_Y}"}}"#, b64::encode([0xff; 32]));
         assert_eq!(EcPublicJwk::from_json(&json), Err(Error::OffCurve));
     }
 
     #[test]
     fn wrong_kty_crv_alg_are_refused() {
         let wrong_crv = format!(r#"{{"kty":"EC","crv":"P-384","x":"{A3_X}","y":"{A3_Y}"}}"#);
-        assert_eq!(
-            EcPublicJwk::from_json(&wrong_crv),
-            Err(Error::UnsupportedCurve("P-384".into()))
-        );
+        assert_eq!(EcPublicJwk::from_json(&wrong_crv), Err(Error::UnsupportedCurve("P-384".into())));
         let wrong_kty = format!(r#"{{"kty":"OKP","crv":"P-256","x":"{A3_X}","y":"{A3_Y}"}}"#);
-        assert_eq!(
-            EcPublicJwk::from_json(&wrong_kty),
-            Err(Error::UnsupportedKeyType("OKP".into()))
-        );
-        let wrong_alg =
-            format!(r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}","y":"{A3_Y}","alg":"ES384"}}"#);
-        assert_eq!(
-            EcPublicJwk::from_json(&wrong_alg),
-            Err(Error::UnsupportedAlg("ES384".into()))
-        );
+        assert_eq!(EcPublicJwk::from_json(&wrong_kty), Err(Error::UnsupportedKeyType("OKP".into())));
+        let wrong_alg = format!(r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}","y":"{A3_Y}","alg":"ES384"}}"#);
+        assert_eq!(EcPublicJwk::from_json(&wrong_alg), Err(Error::UnsupportedAlg("ES384".into())));
     }
 
     #[test]
     fn bad_coordinates_and_private_member_are_refused() {
-        let short = format!(
-            r#"{{"kty":"EC","crv":"P-256","x":"{}","y":"{A3_Y}"}}"#,
-            b64::encode([1u8; 31])
-        );
-        assert!(matches!(
-            EcPublicJwk::from_json(&short),
-            Err(Error::InvalidKey(_))
-        ));
+        let short = format!(r#"{{"kty":"EC","crv":"P-256","x":"{}","y":"{A3_Y}"}}"#, b64::encode([1u8; 31]));
+        assert!(matches!(EcPublicJwk::from_json(&short), Err(Error::InvalidKey(_))));
         let padded = format!(r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}=","y":"{A3_Y}"}}"#);
         assert_eq!(EcPublicJwk::from_json(&padded), Err(Error::BadEncoding));
         let missing_y = format!(r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}"}}"#);
-        assert!(matches!(
-            EcPublicJwk::from_json(&missing_y),
-            Err(Error::InvalidKey(_))
-        ));
+        assert!(matches!(EcPublicJwk::from_json(&missing_y), Err(Error::InvalidKey(_))));
         let private = format!(
             r#"{{"kty":"EC","crv":"P-256","x":"{A3_X}","y":"{A3_Y}","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}}"#
         );
-        assert!(matches!(
-            EcPublicJwk::from_json(&private),
-            Err(Error::InvalidKey(_))
-        ));
-        assert!(matches!(
-            EcPublicJwk::from_json("[1,2]"),
-            Err(Error::Json(_))
-        ));
+        assert!(matches!(EcPublicJwk::from_json(&private), Err(Error::InvalidKey(_))));
+        assert!(matches!(EcPublicJwk::from_json("[1,2]"), Err(Error::Json(_))));
     }
 
     #[test]
@@ -432,10 +385,7 @@ mod tests {
         // Independently computed (Python hashlib/base64) for the RFC 7515 A.3 key.
         assert_eq!(jwk.thumbprint(), A3_THUMBPRINT);
         // Optional members do not change it.
-        assert_eq!(
-            jwk.clone().with_kid("x").with_use("sig").thumbprint(),
-            A3_THUMBPRINT
-        );
+        assert_eq!(jwk.clone().with_kid("x").with_use("sig").thumbprint(), A3_THUMBPRINT);
         assert_eq!(thumbprint(jwk.verifying_key()), A3_THUMBPRINT);
     }
 
@@ -453,15 +403,8 @@ mod tests {
         assert_eq!(entry.key_use(), Some("sig"));
         assert_eq!(entry.alg(), Some("ES256"));
         assert!(json.starts_with(r#"{"keys":[{"kty":"EC","crv":"P-256","x":""#));
-        assert_eq!(
-            back.by_kid(&thumbprint(&a)).map(|k| *k.verifying_key()),
-            Some(a)
-        );
-        assert_eq!(
-            back.by_thumbprint(&thumbprint(&b))
-                .map(|k| *k.verifying_key()),
-            Some(b)
-        );
+        assert_eq!(back.by_kid(&thumbprint(&a)).map(|k| *k.verifying_key()), Some(a));
+        assert_eq!(back.by_thumbprint(&thumbprint(&b)).map(|k| *k.verifying_key()), Some(b));
         assert_eq!(back.by_thumbprint("nope"), None);
     }
 }

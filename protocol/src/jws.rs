@@ -44,12 +44,7 @@ pub enum JwsType {
 
 impl JwsType {
     /// All four kinds.
-    pub const ALL: [JwsType; 4] = [
-        JwsType::Enroll,
-        JwsType::Proof,
-        JwsType::Challenge,
-        JwsType::Response,
-    ];
+    pub const ALL: [JwsType; 4] = [JwsType::Enroll, JwsType::Proof, JwsType::Challenge, JwsType::Response];
 
     /// The exact `typ` header value.
     pub const fn as_str(self) -> &'static str {
@@ -158,16 +153,9 @@ impl UnverifiedJws {
 
     /// Checks the ES256 signature with `key`.
     pub fn verify(self, key: &VerifyingKey) -> Result<VerifiedJws> {
-        let input = self
-            .token
-            .get(..self.signing_input_len)
-            .ok_or(Error::Malformed(Malformed::EmptySegment))?;
+        let input = self.token.get(..self.signing_input_len).ok_or(Error::Malformed(Malformed::EmptySegment))?;
         verify_signature(input, &self.signature, key)?;
-        Ok(VerifiedJws {
-            token: self.token,
-            header: self.header,
-            payload: self.payload,
-        })
+        Ok(VerifiedJws { token: self.token, header: self.header, payload: self.payload })
     }
 
     /// Checks the signature with the key embedded in the header (enrollment proof of
@@ -244,23 +232,14 @@ struct HeaderIn {
 /// with ECDSA P-256/SHA-256, convert a DER result with [`der_to_raw`], then [`assemble`].
 /// `key_ref` must suit `typ` ([`Error::MissingJwk`] / [`Error::MissingKid`] otherwise) and the
 /// payload must serialise to a JSON object.
-pub fn signing_input<P: Serialize + ?Sized>(
-    typ: JwsType,
-    key_ref: KeyRef<'_>,
-    payload: &P,
-) -> Result<String> {
+pub fn signing_input<P: Serialize + ?Sized>(typ: JwsType, key_ref: KeyRef<'_>, payload: &P) -> Result<String> {
     let (kid, jwk) = match (typ.embeds_jwk(), key_ref) {
         (true, KeyRef::Jwk(jwk)) => (None, Some(jwk)),
         (true, KeyRef::Kid(_)) => return Err(Error::MissingJwk),
         (false, KeyRef::Kid(kid)) if !kid.is_empty() => (Some(kid), None),
         (false, _) => return Err(Error::MissingKid),
     };
-    let header = serde_json::to_vec(&HeaderOut {
-        alg: ALG_ES256,
-        typ: typ.as_str(),
-        kid,
-        jwk,
-    })?;
+    let header = serde_json::to_vec(&HeaderOut { alg: ALG_ES256, typ: typ.as_str(), kid, jwk })?;
     let payload = serde_json::to_vec(payload)?;
     if payload.first() != Some(&b'{') {
         return Err(Malformed::PayloadNotObject.into());
@@ -286,9 +265,7 @@ pub fn sign<P: Serialize + ?Sized>(
     if let KeyRef::Jwk(jwk) = key_ref
         && jwk.verifying_key() != signer.verifying_key()
     {
-        return Err(Error::InvalidKey(
-            "embedded jwk is not the signing key's public key".into(),
-        ));
+        return Err(Error::InvalidKey("embedded jwk is not the signing key's public key".into()));
     }
     let input = signing_input(typ, key_ref, payload)?;
     let signature: Signature = signer.sign(input.as_bytes());
@@ -312,10 +289,7 @@ pub fn decode(token: &str, expected: JwsType) -> Result<UnverifiedJws> {
         None => return Err(Error::MissingType),
         Some(t) if t == expected.as_str() => expected,
         Some(t) => {
-            return Err(Error::WrongType {
-                expected,
-                found: t.to_owned(),
-            });
+            return Err(Error::WrongType { expected, found: t.to_owned() });
         }
     };
     let key = if typ.embeds_jwk() {
@@ -325,10 +299,7 @@ pub fn decode(token: &str, expected: JwsType) -> Result<UnverifiedJws> {
         }
         HeaderKey::Jwk(EcPublicJwk::try_from(jwk)?)
     } else {
-        let kid = header_in
-            .kid
-            .filter(|k| !k.is_empty())
-            .ok_or(Error::MissingKid)?;
+        let kid = header_in.kid.filter(|k| !k.is_empty()).ok_or(Error::MissingKid)?;
         if header_in.jwk.is_some() {
             return Err(Error::UnexpectedJwk);
         }
@@ -351,11 +322,7 @@ pub fn decode(token: &str, expected: JwsType) -> Result<UnverifiedJws> {
 
 /// [`decode`] then [`UnverifiedJws::verify`], for callers that know the key in advance (the
 /// phone with its pinned server key).
-pub fn decode_and_verify(
-    token: &str,
-    expected: JwsType,
-    key: &VerifyingKey,
-) -> Result<VerifiedJws> {
+pub fn decode_and_verify(token: &str, expected: JwsType, key: &VerifyingKey) -> Result<VerifiedJws> {
     decode(token, expected)?.verify(key)
 }
 
@@ -392,9 +359,7 @@ pub fn generate_signing_key() -> Result<SigningKey> {
     // A random 32-byte string is a valid scalar except with probability ~2^-32; retry then.
     for _ in 0..16 {
         let mut bytes = [0u8; 32];
-        OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|e| Error::Random(e.to_string()))?;
+        OsRng.try_fill_bytes(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
         if let Ok(key) = SigningKey::from_slice(&bytes) {
             return Ok(key);
         }
@@ -411,10 +376,7 @@ struct Parts<'a> {
 
 fn split(token: &str) -> Result<Parts<'_>> {
     if token.len() > MAX_JWS_LEN {
-        return Err(Error::TooLarge {
-            size: token.len(),
-            limit: MAX_JWS_LEN,
-        });
+        return Err(Error::TooLarge { size: token.len(), limit: MAX_JWS_LEN });
     }
     let segments: Vec<&str> = token.split('.').collect();
     let [header, payload, signature] = segments.as_slice() else {
@@ -424,12 +386,7 @@ fn split(token: &str) -> Result<Parts<'_>> {
         return Err(Malformed::EmptySegment.into());
     }
     let signing_input_len = header.len() + 1 + payload.len();
-    Ok(Parts {
-        signing_input: token.get(..signing_input_len).unwrap_or_default(),
-        header,
-        payload,
-        signature,
-    })
+    Ok(Parts { signing_input: token.get(..signing_input_len).unwrap_or_default(), header, payload, signature })
 }
 
 /// Decodes the header and applies the algorithm-level rules shared by every JWS: a JSON
@@ -452,15 +409,13 @@ fn parse_header(segment: &str) -> Result<HeaderIn> {
 
 fn decode_signature(segment: &str) -> Result<[u8; SIGNATURE_LEN]> {
     let bytes = b64::decode(segment)?;
-    <[u8; SIGNATURE_LEN]>::try_from(bytes.as_slice())
-        .map_err(|_| Error::BadSignatureLength(bytes.len()))
+    <[u8; SIGNATURE_LEN]>::try_from(bytes.as_slice()).map_err(|_| Error::BadSignatureLength(bytes.len()))
 }
 
 fn verify_signature(input: &str, raw: &[u8; SIGNATURE_LEN], key: &VerifyingKey) -> Result<()> {
     // from_slice refuses r or s of zero or not below the group order: no panic, just invalid.
     let signature = Signature::from_slice(raw).map_err(|_| Error::BadSignature)?;
-    key.verify(input.as_bytes(), &signature)
-        .map_err(|_| Error::BadSignature)
+    key.verify(input.as_bytes(), &signature).map_err(|_| Error::BadSignature)
 }
 
 fn raw_signature(signature: &Signature) -> Result<[u8; SIGNATURE_LEN]> {

@@ -96,8 +96,7 @@ pub use error::{Error, Malformed, Result};
 pub use jwk::{EcPublicJwk, Jwks};
 pub use jws::{JwsType, KeyRef, UnverifiedJws, VerifiedJws};
 pub use messages::{
-    ChallengeClaims, ChallengeResponseRequest, Context, Decision, Detail, DeviceChallenge,
-    DeviceChallengeList, EnrollClaims, EnrollResponse, MAX_CLOCK_SKEW_SECS, PROOF_HEADER_SCHEME,
-    Platform, ProofClaims, PushPayload, PushProvider, PushRegistration, PushTokenUpdate,
-    ResponseClaims,
+    ChallengeClaims, ChallengeResponseRequest, Context, Decision, Detail, DeviceChallenge, DeviceChallengeList,
+    EnrollClaims, EnrollResponse, MAX_CLOCK_SKEW_SECS, PROOF_HEADER_SCHEME, Platform, ProofClaims, PushPayload,
+    PushProvider, PushRegistration, PushTokenUpdate, ResponseClaims,
 };

@@ -32,9 +32,7 @@ const JTI_BYTES: usize = 16;
 /// A fresh random `jti` (128 bits from the OS generator, base64url).
 pub fn new_jti() -> Result<String> {
     let mut bytes = [0u8; JTI_BYTES];
-    OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| Error::Random(e.to_string()))?;
+    OsRng.try_fill_bytes(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
     Ok(b64::encode(bytes))
 }
 
@@ -59,10 +57,8 @@ pub fn proof_authorization(proof_jws: &str) -> String {
 pub fn parse_proof_authorization(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim_start();
-    (scheme.eq_ignore_ascii_case(PROOF_HEADER_SCHEME)
-        && !token.is_empty()
-        && !token.contains(char::is_whitespace))
-    .then_some(token)
+    (scheme.eq_ignore_ascii_case(PROOF_HEADER_SCHEME) && !token.is_empty() && !token.contains(char::is_whitespace))
+        .then_some(token)
 }
 
 macro_rules! wire_enum {
@@ -336,10 +332,7 @@ pub struct PushTokenUpdate {
 
 impl From<PushTokenUpdate> for PushRegistration {
     fn from(u: PushTokenUpdate) -> Self {
-        PushRegistration {
-            provider: u.provider,
-            token: u.token,
-        }
+        PushRegistration { provider: u.provider, token: u.token }
     }
 }
 
@@ -366,10 +359,7 @@ mod tests {
             token: "tok".into(),
             name: "Pixel".into(),
             platform: Platform::Android,
-            push: PushRegistration {
-                provider: PushProvider::Fcm,
-                token: Some("fcm-token".into()),
-            },
+            push: PushRegistration { provider: PushProvider::Fcm, token: Some("fcm-token".into()) },
             iat: 1_700_000_000,
         };
         let value = serde_json::to_value(&claims).unwrap();
@@ -378,13 +368,9 @@ mod tests {
             json!({"token":"tok","name":"Pixel","platform":"android",
                    "push":{"provider":"fcm","token":"fcm-token"},"iat":1_700_000_000})
         );
-        assert_eq!(
-            serde_json::from_value::<EnrollClaims>(value).unwrap(),
-            claims
-        );
+        assert_eq!(serde_json::from_value::<EnrollClaims>(value).unwrap(), claims);
 
-        let poll_only =
-            json!({"token":"t","name":"n","platform":"other","push":{"provider":"none"},"iat":1});
+        let poll_only = json!({"token":"t","name":"n","platform":"other","push":{"provider":"none"},"iat":1});
         let parsed: EnrollClaims = serde_json::from_value(poll_only.clone()).unwrap();
         assert_eq!(parsed.push.provider, PushProvider::None);
         assert_eq!(parsed.push.token, None);
@@ -393,11 +379,9 @@ mod tests {
 
     #[test]
     fn required_fields_are_required_and_enums_strict() {
-        let missing_iat =
-            json!({"token":"t","name":"n","platform":"ios","push":{"provider":"apns"}});
+        let missing_iat = json!({"token":"t","name":"n","platform":"ios","push":{"provider":"apns"}});
         assert!(serde_json::from_value::<EnrollClaims>(missing_iat).is_err());
-        let bad_platform =
-            json!({"token":"t","name":"n","platform":"IOS","push":{"provider":"apns"},"iat":1});
+        let bad_platform = json!({"token":"t","name":"n","platform":"IOS","push":{"provider":"apns"},"iat":1});
         assert!(serde_json::from_value::<EnrollClaims>(bad_platform).is_err());
         let missing_uv = json!({"jti":"chl_1","decision":"approve","chash":"x","iat":1});
         assert!(serde_json::from_value::<ResponseClaims>(missing_uv).is_err());
@@ -414,10 +398,7 @@ mod tests {
         assert_eq!("apns".parse::<PushProvider>().unwrap(), PushProvider::Apns);
         assert_eq!(
             "APNS".parse::<PushProvider>(),
-            Err(Error::UnknownValue {
-                kind: "push provider",
-                value: "APNS".into()
-            })
+            Err(Error::UnknownValue { kind: "push provider", value: "APNS".into() })
         );
         assert_eq!("ios".parse::<Platform>().unwrap(), Platform::Ios);
     }
@@ -441,28 +422,15 @@ mod tests {
                    "title":"Sign in","details":[],"context":{}})
         );
         let full = ChallengeClaims {
-            details: vec![Detail {
-                label: "Amount".into(),
-                value: "EUR 250.00".into(),
-            }],
-            context: Context {
-                ip: Some("203.0.113.7".into()),
-                location: None,
-                user_agent: Some("Firefox".into()),
-            },
+            details: vec![Detail { label: "Amount".into(), value: "EUR 250.00".into() }],
+            context: Context { ip: Some("203.0.113.7".into()), location: None, user_agent: Some("Firefox".into()) },
             number_choices: Some(vec![17, 42, 93]),
             ..claims.clone()
         };
         let value = serde_json::to_value(&full).unwrap();
-        assert_eq!(
-            value["context"],
-            json!({"ip":"203.0.113.7","user_agent":"Firefox"})
-        );
+        assert_eq!(value["context"], json!({"ip":"203.0.113.7","user_agent":"Firefox"}));
         assert_eq!(value["number_choices"], json!([17, 42, 93]));
-        assert_eq!(
-            serde_json::from_value::<ChallengeClaims>(value).unwrap(),
-            full
-        );
+        assert_eq!(serde_json::from_value::<ChallengeClaims>(value).unwrap(), full);
         assert!(full.is_addressed_to("dev_1"));
         assert!(!full.is_addressed_to("dev_2"));
         assert!(!full.is_expired(129));
@@ -480,31 +448,18 @@ mod tests {
             iat: 5,
         };
         let value = serde_json::to_value(&claims).unwrap();
-        assert_eq!(
-            value,
-            json!({"jti":"chl_1","decision":"fraud","chash":b64::sha256_b64("a.b.c"),"uv":true,"iat":5})
-        );
-        let with_number = ResponseClaims {
-            number: Some(42),
-            ..claims
-        };
-        assert_eq!(
-            serde_json::to_value(&with_number).unwrap()["number"],
-            json!(42)
-        );
+        assert_eq!(value, json!({"jti":"chl_1","decision":"fraud","chash":b64::sha256_b64("a.b.c"),"uv":true,"iat":5}));
+        let with_number = ResponseClaims { number: Some(42), ..claims };
+        assert_eq!(serde_json::to_value(&with_number).unwrap()["number"], json!(42));
     }
 
     #[test]
     fn proof_claims_bind_the_request() {
         let body = br#"{"response":"x"}"#;
-        let proof =
-            ProofClaims::new("POST", "/v1/device/challenges/chl_1/response", body, 100).unwrap();
+        let proof = ProofClaims::new("POST", "/v1/device/challenges/chl_1/response", body, 100).unwrap();
         assert_eq!(proof.bh, Some(b64::sha256_b64(body)));
         assert_eq!(proof.jti.len(), 22);
-        assert_eq!(
-            proof.check_request("POST", "/v1/device/challenges/chl_1/response", body),
-            Ok(())
-        );
+        assert_eq!(proof.check_request("POST", "/v1/device/challenges/chl_1/response", body), Ok(()));
         assert_eq!(
             proof.check_request("GET", "/v1/device/challenges/chl_1/response", body),
             Err(Error::ProofMismatch("htm"))
@@ -519,14 +474,8 @@ mod tests {
         );
         let get = ProofClaims::new("GET", "/v1/device/challenges", b"", 100).unwrap();
         assert_eq!(get.bh, None);
-        assert_eq!(
-            get.check_request("GET", "/v1/device/challenges", b""),
-            Ok(())
-        );
-        assert_eq!(
-            get.check_request("GET", "/v1/device/challenges", b"x"),
-            Err(Error::ProofMismatch("bh"))
-        );
+        assert_eq!(get.check_request("GET", "/v1/device/challenges", b""), Ok(()));
+        assert_eq!(get.check_request("GET", "/v1/device/challenges", b"x"), Err(Error::ProofMismatch("bh")));
         assert!(!serde_json::to_string(&get).unwrap().contains("bh"));
         assert_ne!(get.jti, ProofClaims::new("GET", "/", b"", 1).unwrap().jti);
     }
@@ -545,10 +494,7 @@ mod tests {
         let value = proof_authorization("a.b.c");
         assert_eq!(value, "Assent-Proof a.b.c");
         assert_eq!(parse_proof_authorization(&value), Some("a.b.c"));
-        assert_eq!(
-            parse_proof_authorization("assent-proof  a.b.c "),
-            Some("a.b.c")
-        );
+        assert_eq!(parse_proof_authorization("assent-proof  a.b.c "), Some("a.b.c"));
         assert_eq!(parse_proof_authorization("Bearer a.b.c"), None);
         assert_eq!(parse_proof_authorization("Assent-Proof"), None);
         assert_eq!(parse_proof_authorization("Assent-Proof a b"), None);
@@ -556,38 +502,21 @@ mod tests {
 
     #[test]
     fn http_bodies_wire_form() {
-        let list = DeviceChallengeList {
-            challenges: vec![DeviceChallenge {
-                id: "chl_1".into(),
-                jws: "a.b.c".into(),
-            }],
-        };
+        let list =
+            DeviceChallengeList { challenges: vec![DeviceChallenge { id: "chl_1".into(), jws: "a.b.c".into() }] };
+        assert_eq!(serde_json::to_value(&list).unwrap(), json!({"challenges":[{"id":"chl_1","jws":"a.b.c"}]}));
         assert_eq!(
-            serde_json::to_value(&list).unwrap(),
-            json!({"challenges":[{"id":"chl_1","jws":"a.b.c"}]})
-        );
-        assert_eq!(
-            serde_json::to_value(ChallengeResponseRequest {
-                response: "a.b.c".into()
-            })
-            .unwrap(),
+            serde_json::to_value(ChallengeResponseRequest { response: "a.b.c".into() }).unwrap(),
             json!({"response":"a.b.c"})
         );
         assert_eq!(
-            serde_json::to_value(PushPayload {
-                challenge_id: "chl_1".into()
-            })
-            .unwrap(),
+            serde_json::to_value(PushPayload { challenge_id: "chl_1".into() }).unwrap(),
             json!({"challenge_id":"chl_1"})
         );
-        let update: PushTokenUpdate =
-            serde_json::from_value(json!({"provider":"apns","token":"t"})).unwrap();
+        let update: PushTokenUpdate = serde_json::from_value(json!({"provider":"apns","token":"t"})).unwrap();
         assert_eq!(
             PushRegistration::from(update),
-            PushRegistration {
-                provider: PushProvider::Apns,
-                token: Some("t".into())
-            }
+            PushRegistration { provider: PushProvider::Apns, token: Some("t".into()) }
         );
         let resp = EnrollResponse {
             device_id: "dev_1".into(),

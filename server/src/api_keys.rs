@@ -51,36 +51,17 @@ pub async fn create_in(
 ) -> Result<NewApiKey> {
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err(Error::invalid(
-            "invalid_name",
-            "an API key name must be 1 to 100 characters",
-        ));
+        return Err(Error::invalid("invalid_name", "an API key name must be 1 to 100 characters"));
     }
     let id = new_id(IdKind::ApiKey);
     let secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
     store::api_keys::insert(tx, &id, name, &hash_secret(&secret), to_millis(now)).await?;
-    audit::record(
-        tx,
-        now,
-        "api_key.created",
-        None,
-        actor,
-        serde_json::json!({ "key_id": id, "name": name }),
-    )
-    .await?;
-    Ok(NewApiKey {
-        token: format!("{id}.{secret}"),
-        id,
-    })
+    audit::record(tx, now, "api_key.created", None, actor, serde_json::json!({ "key_id": id, "name": name })).await?;
+    Ok(NewApiKey { token: format!("{id}.{secret}"), id })
 }
 
 /// Creates a key and commits.
-pub async fn create(
-    store: &Store,
-    name: &str,
-    now: OffsetDateTime,
-    actor: &Actor,
-) -> Result<NewApiKey> {
+pub async fn create(store: &Store, name: &str, now: OffsetDateTime, actor: &Actor) -> Result<NewApiKey> {
     let mut tx = store.begin().await?;
     let key = create_in(&mut tx, name, now, actor).await?;
     tx.commit().await?;
@@ -107,15 +88,7 @@ pub async fn revoke(store: &Store, id: &str, now: OffsetDateTime, actor: &Actor)
     if !store::api_keys::revoke(&mut tx, id, to_millis(now)).await? {
         return Err(Error::NotFound("active API key"));
     }
-    audit::record(
-        &mut tx,
-        now,
-        "api_key.revoked",
-        None,
-        actor,
-        serde_json::json!({ "key_id": id }),
-    )
-    .await?;
+    audit::record(&mut tx, now, "api_key.revoked", None, actor, serde_json::json!({ "key_id": id })).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -130,10 +103,7 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<String> {
     let Some(row) = store::api_keys::get(store.reader(), id).await? else {
         return Err(REFUSED);
     };
-    let matches: bool = hash_secret(secret)
-        .as_bytes()
-        .ct_eq(row.key_hash.as_bytes())
-        .into();
+    let matches: bool = hash_secret(secret).as_bytes().ct_eq(row.key_hash.as_bytes()).into();
     if !matches || row.revoked_at.is_some() {
         return Err(REFUSED);
     }

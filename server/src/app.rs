@@ -13,6 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::{self, AppState};
+use crate::keys::ServerKey;
 use crate::store::{Store, settings};
 
 /// Name of the file, in the data directory, that receives the first API key.
@@ -20,63 +21,61 @@ pub const BOOTSTRAP_KEY_FILE: &str = "admin-api-key";
 
 /// Opens the database named by the configuration and brings its schema up to date.
 pub async fn open_store(config: &Config) -> Result<Store> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        Error::internal(format!(
-            "creating data directory {}: {e}",
-            config.data_dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::internal(format!("creating data directory {}: {e}", config.data_dir.display())))?;
     let store = Store::connect(&config.database_url(), config.max_db_connections).await?;
     store.migrate().await?;
     Ok(store)
 }
 
-/// Builds the application state: database ready, bootstrap key issued.
+/// Builds the application state: database ready, signing key loaded, bootstrap key issued.
 pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
+    crate::webhooks::validate_endpoints(&config.webhooks)?;
     let store = open_store(&config).await?;
+    let server_key = ServerKey::load_or_create(&config)?;
+    check_server_key(&store, &server_key).await?;
     if let Some(path) = issue_bootstrap_key(&store, &config.data_dir, clock.now()).await? {
-        eprintln!(
-            "assent: created the first API key and wrote it to {}",
-            path.display()
-        );
+        eprintln!("assent: created the first API key and wrote it to {}", path.display());
     }
-    Ok(AppState::new(config, store, clock))
+    Ok(AppState::new(config, store, clock, server_key))
+}
+
+/// Every replica on one database must sign with the same key, or phones that pinned it
+/// would refuse challenges signed by another replica. The first start records the key id.
+async fn check_server_key(store: &Store, key: &ServerKey) -> Result<()> {
+    let mut tx = store.begin().await?;
+    settings::insert_once(&mut tx, "server_key_kid", key.kid()).await?;
+    let recorded = settings::get(&mut *tx, "server_key_kid").await?;
+    tx.commit().await?;
+    match recorded {
+        Some(kid) if kid != key.kid() => Err(Error::internal(format!(
+            "this server's signing key (kid {}) is not the one this database's phones pinned (kid {kid}); \
+             replicas sharing a database must share server_key_file",
+            key.kid()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// On the very first start, creates an API key and writes it to `<data dir>/admin-api-key`
 /// (mode 0600). The key is committed only once the file is written, and only once per
 /// database, even when several replicas start together.
-pub async fn issue_bootstrap_key(
-    store: &Store,
-    data_dir: &Path,
-    now: time::OffsetDateTime,
-) -> Result<Option<PathBuf>> {
+pub async fn issue_bootstrap_key(store: &Store, data_dir: &Path, now: time::OffsetDateTime) -> Result<Option<PathBuf>> {
     let mut tx = store.begin().await?;
-    if !settings::insert_once(
-        &mut tx,
-        "bootstrap_key_issued",
-        &now.unix_timestamp().to_string(),
-    )
-    .await?
-    {
+    if !settings::insert_once(&mut tx, "bootstrap_key_issued", &now.unix_timestamp().to_string()).await? {
         return Ok(None);
     }
     let key = api_keys::create_in(&mut tx, "admin", now, &Actor::System).await?;
     let path = data_dir.join(BOOTSTRAP_KEY_FILE);
-    write_secret_file(&path, &key.token)
-        .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
+    write_secret_file(&path, &key.token).map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
     tx.commit().await?;
     Ok(Some(path))
 }
 
-fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+/// Writes a secret to a file only its owner can read (mode 0600).
+pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     // A file that existed before keeps its old mode through open(); tighten it.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     writeln!(file, "{secret}")?;
@@ -90,26 +89,26 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let store = state.store.clone();
+    let workers = crate::workers::Workers::spawn(&state);
     let router = http::router(state);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| Error::internal(format!("server: {e}")))?;
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::internal(format!("server: {e}")));
+    workers.shutdown().await;
     store.close().await;
-    Ok(())
+    served
 }
 
 /// Runs `assent serve`: prepares, binds, announces the address, serves until a signal.
-pub async fn run(config: Config) -> Result<()> {
+pub async fn run(mut config: Config) -> Result<()> {
     let listen = config.listen;
-    let state = prepare(config, Arc::new(SystemClock)).await?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::internal(format!("binding {listen}: {e}")))?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| Error::internal(format!("binding {listen}: {e}")))?;
     let local = listener.local_addr().map_err(Error::internal)?;
+    // Without a configured public URL, phones are sent to the address actually bound
+    // (which matters with `--listen 127.0.0.1:0`).
+    config.public_url.get_or_insert_with(|| format!("http://{local}"));
+    let state = prepare(config, Arc::new(SystemClock)).await?;
     tracing::info!(address = %local, backend = ?state.store.backend(), "assent listening");
     eprintln!("assent: listening on http://{local}");
     serve(state, listener, shutdown_signal()).await

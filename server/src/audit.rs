@@ -44,16 +44,8 @@ pub async fn record(
     data: serde_json::Value,
 ) -> Result<()> {
     let data = serde_json::to_string(&data)?;
-    crate::store::events::append(
-        conn,
-        &new_id(IdKind::Event),
-        to_millis(at),
-        kind,
-        user_id,
-        actor.as_str(),
-        &data,
-    )
-    .await
+    crate::store::events::append(conn, &new_id(IdKind::Event), to_millis(at), kind, user_id, actor.as_str(), &data)
+        .await
 }
 
 /// An audit event as the API shows it.
@@ -89,4 +81,54 @@ impl TryFrom<EventRow> for Event {
             data: serde_json::from_str(&row.data)?,
         })
     }
+}
+
+/// Event kinds that are also delivered to webhook endpoints.
+pub const WEBHOOK_KINDS: &[&str] = &[
+    "challenge.approved",
+    "challenge.denied",
+    "challenge.fraud_reported",
+    "challenge.expired",
+    "device.enrolled",
+    "device.revoked",
+    "user.locked",
+];
+
+/// Records an audit event and, for the kinds in [`WEBHOOK_KINDS`], queues one webhook
+/// message per interested endpoint, all in the caller's transaction. Returns whether a
+/// webhook was queued (so the caller can wake the worker after commit).
+pub async fn publish(
+    conn: &mut AnyConnection,
+    webhooks: &[crate::config::WebhookEndpoint],
+    at: OffsetDateTime,
+    kind: &str,
+    user_id: Option<&str>,
+    actor: &Actor,
+    data: serde_json::Value,
+) -> Result<bool> {
+    record(conn, at, kind, user_id, actor, data.clone()).await?;
+    if !WEBHOOK_KINDS.contains(&kind) {
+        return Ok(false);
+    }
+    let mut body_data = match data {
+        serde_json::Value::Object(map) => map,
+        other => {
+            let mut map = serde_json::Map::new();
+            map.insert("value".into(), other);
+            map
+        }
+    };
+    if let Some(user_id) = user_id {
+        body_data.insert("user_id".into(), user_id.into());
+    }
+    let timestamp = at.format(&time::format_description::well_known::Rfc3339).map_err(crate::error::Error::internal)?;
+    let payload =
+        serde_json::to_string(&serde_json::json!({ "type": kind, "timestamp": timestamp, "data": body_data }))?;
+    let mut queued = false;
+    for endpoint in webhooks.iter().filter(|e| e.wants(kind)) {
+        let id = format!("msg_{}", hex::encode(crate::ids::random_bytes::<16>()));
+        crate::store::webhooks::enqueue(conn, &id, &endpoint.url, kind, &payload, to_millis(at)).await?;
+        queued = true;
+    }
+    Ok(queued)
 }

@@ -37,6 +37,54 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Connections in the database pool.
     pub max_db_connections: u32,
+    /// PEM (PKCS#8) file with the challenge-signing P-256 key. Without it the key is created in
+    /// the data directory on first start. Replicas sharing one database must share this key.
+    pub server_key_file: Option<PathBuf>,
+    /// Endpoints that receive signed webhooks.
+    pub webhooks: Vec<WebhookEndpoint>,
+}
+
+/// A webhook receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Where events are POSTed.
+    pub url: String,
+    /// The Standard Webhooks signing secret, `whsec_<base64>`.
+    pub secret: Secret,
+    /// Only these event types (all when absent).
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+impl WebhookEndpoint {
+    /// Whether this endpoint wants events of `kind`.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.events.as_ref().is_none_or(|list| list.iter().any(|k| k == kind))
+    }
+}
+
+/// A secret value: never printed by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; keep it out of logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Default for Config {
@@ -49,6 +97,8 @@ impl Default for Config {
             public_url: None,
             max_body_bytes: 64 * 1024,
             max_db_connections: 16,
+            server_key_file: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -80,6 +130,8 @@ const ENV_KEYS: &[&str] = &[
     "public_url",
     "max_body_bytes",
     "max_db_connections",
+    "server_key_file",
+    "webhooks",
 ];
 
 /// A configuration error, with the offending key and source in its message.
@@ -91,9 +143,7 @@ impl Config {
     /// Builds the configuration from every layer. `file` is `--config`; without it,
     /// `assent.toml` in the working directory is read when present.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        Self::figment(file, overrides)
-            .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+        Self::figment(file, overrides).extract().map_err(|e| ConfigError(Box::new(e)))
     }
 
     fn figment(file: Option<&Path>, overrides: &Overrides) -> Figment {
@@ -139,20 +189,14 @@ mod tests {
     #[test]
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "assent.toml",
-                "listen = \"127.0.0.1:9000\"\nmode = \"production\"\n",
-            )?;
+            jail.create_file("assent.toml", "listen = \"127.0.0.1:9000\"\nmode = \"production\"\n")?;
             jail.set_env("ASSENT_LISTEN", "127.0.0.1:9100");
             jail.set_env("ASSENT_LOG", "debug"); // not configuration: ignored
             let config = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(config.listen, "127.0.0.1:9100".parse().map_err(|_| "addr")?);
             assert_eq!(config.mode, Mode::Production);
 
-            let flags = Overrides {
-                listen: Some(([127, 0, 0, 1], 9200).into()),
-                ..Default::default()
-            };
+            let flags = Overrides { listen: Some(([127, 0, 0, 1], 9200).into()), ..Default::default() };
             let config = Config::load(None, &flags).map_err(|e| e.to_string())?;
             assert_eq!(config.listen.port(), 9200);
             Ok(())

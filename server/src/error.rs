@@ -10,6 +10,30 @@ pub enum Error {
     /// Missing, unknown or revoked credentials.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A device request whose proof of possession failed; `code` says which check.
+    #[error("{detail}")]
+    DeviceUnauthorized {
+        /// Stable machine code, e.g. `proof_replayed`.
+        code: &'static str,
+        /// Human explanation.
+        detail: String,
+    },
+    /// A request that cannot be parsed (a malformed JWS, a bad header).
+    #[error("{detail}")]
+    BadRequest {
+        /// Stable machine code.
+        code: &'static str,
+        /// Human explanation.
+        detail: String,
+    },
+    /// The thing exists but is no longer usable (an expired challenge).
+    #[error("{detail}")]
+    Gone {
+        /// Stable machine code.
+        code: &'static str,
+        /// Human explanation.
+        detail: String,
+    },
     /// Input that is well-formed JSON but not acceptable; `code` is the stable problem code.
     #[error("{detail}")]
     Invalid {
@@ -45,18 +69,27 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
-        Error::Invalid {
-            code,
-            detail: detail.into(),
-        }
+        Error::Invalid { code, detail: detail.into() }
     }
 
     /// Shorthand for [`Error::Conflict`].
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Error::Conflict {
-            code,
-            detail: detail.into(),
-        }
+        Error::Conflict { code, detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::DeviceUnauthorized`].
+    pub fn device_unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        Error::DeviceUnauthorized { code, detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::BadRequest`].
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Error::BadRequest { code, detail: detail.into() }
+    }
+
+    /// Shorthand for [`Error::Gone`].
+    pub fn gone(code: &'static str, detail: impl Into<String>) -> Self {
+        Error::Gone { code, detail: detail.into() }
     }
 
     /// Shorthand for [`Error::Internal`].

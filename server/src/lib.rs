@@ -8,14 +8,21 @@
 pub mod api_keys;
 pub mod app;
 pub mod audit;
+pub mod challenges;
 pub mod clock;
 pub mod config;
+pub mod devices;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod keys;
 pub mod metrics;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod users;
+pub mod wake;
+pub mod webhooks;
+pub mod workers;
 
 pub use error::{Error, Result};

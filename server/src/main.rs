@@ -74,10 +74,7 @@ struct CreateKey {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("assent: cannot start the async runtime: {e}");
@@ -113,13 +110,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { .. } => app::run(config).await?,
         Command::Migrate => {
-            app::open_store(&config)
-                .await
-                .context("applying migrations")?;
-            println!(
-                "migrations applied to {}",
-                redact_url(&config.database_url())
-            );
+            app::open_store(&config).await.context("applying migrations")?;
+            println!("migrations applied to {}", redact_url(&config.database_url()));
         }
         Command::ApiKey(cmd) => {
             let store = app::open_store(&config).await?;
@@ -127,10 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match cmd {
                 ApiKeyCommand::Create(CreateKey { name }) => {
                     let key = api_keys::create(&store, &name, now, &Actor::Cli).await?;
-                    eprintln!(
-                        "created {}; this is the only time the key is shown:",
-                        key.id
-                    );
+                    eprintln!("created {}; this is the only time the key is shown:", key.id);
                     println!("{}", key.token);
                 }
                 ApiKeyCommand::List => {
@@ -139,12 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             Some(at) => format!("revoked {}", at.date()),
                             None => "active".to_owned(),
                         };
-                        println!(
-                            "{}\t{}\t{}\t{state}",
-                            key.id,
-                            key.name,
-                            key.created_at.date()
-                        );
+                        println!("{}\t{}\t{}\t{state}", key.id, key.name, key.created_at.date());
                     }
                 }
                 ApiKeyCommand::Revoke { id } => {

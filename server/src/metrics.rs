@@ -5,6 +5,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -27,12 +28,12 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Time to answer a request, in seconds.
     pub request_duration: Family<RequestLabels, Histogram>,
+    /// Long-polls (`GET /v1/challenges/{id}?wait=`) waiting right now.
+    pub long_polls: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ])
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
 
 impl Metrics {
@@ -41,18 +42,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix("assent");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests served", requests.clone());
-        let request_duration =
-            Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram);
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to answer HTTP requests",
-            request_duration.clone(),
-        );
-        Metrics {
-            registry: Arc::new(registry),
-            requests,
-            request_duration,
-        }
+        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register("http_request_duration_seconds", "Time to answer HTTP requests", request_duration.clone());
+        let long_polls = Gauge::default();
+        registry.register("challenge_long_polls", "Long-polls waiting for a challenge decision", long_polls.clone());
+        Metrics { registry: Arc::new(registry), requests, request_duration, long_polls }
     }
 
     /// The Prometheus text exposition.

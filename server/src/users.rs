@@ -21,16 +21,11 @@ impl FromStr for UserId {
 
     fn from_str(s: &str) -> Result<Self> {
         let ok = (1..=128).contains(&s.len())
-            && s.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-')
-            });
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-'));
         if ok {
             Ok(UserId(s.to_owned()))
         } else {
-            Err(Error::invalid(
-                "invalid_user_id",
-                "a user id is 1 to 128 characters of A-Z a-z 0-9 . _ @ + -",
-            ))
+            Err(Error::invalid("invalid_user_id", "a user id is 1 to 128 characters of A-Z a-z 0-9 . _ @ + -"))
         }
     }
 }
@@ -50,12 +45,8 @@ impl fmt::Display for UserId {
 
 /// Parses a phone number written in international form and returns it in E.164.
 pub fn normalize_phone(input: &str) -> Result<String> {
-    let invalid = || {
-        Error::invalid(
-            "invalid_phone",
-            "phone must be a valid number in international format, e.g. +14155550123",
-        )
-    };
+    let invalid =
+        || Error::invalid("invalid_phone", "phone must be a valid number in international format, e.g. +14155550123");
     let number = phonenumber::parse(None, input.trim()).map_err(|_| invalid())?;
     if !phonenumber::is_valid(&number) {
         return Err(invalid());
@@ -68,21 +59,11 @@ pub fn normalize_email(input: &str) -> Result<String> {
     let trimmed = input.trim();
     let parsed = email_address::EmailAddress::parse_with_options(
         trimmed,
-        email_address::Options::default()
-            .without_display_text()
-            .without_domain_literal(),
+        email_address::Options::default().without_display_text().without_domain_literal(),
     )
-    .map_err(|e| {
-        Error::invalid(
-            "invalid_email",
-            format!("email is not a valid address: {e}"),
-        )
-    })?;
+    .map_err(|e| Error::invalid("invalid_email", format!("email is not a valid address: {e}")))?;
     if !parsed.domain().contains('.') {
-        return Err(Error::invalid(
-            "invalid_email",
-            "email domain must be fully qualified",
-        ));
+        return Err(Error::invalid("invalid_email", "email domain must be fully qualified"));
     }
     Ok(parsed.email())
 }
@@ -195,11 +176,7 @@ fn validated(upsert: UserUpsert) -> Result<UserUpsert> {
         Patch::Set(e) => Patch::Set(normalize_email(&e)?),
         other => other,
     };
-    Ok(UserUpsert {
-        display_name,
-        phone,
-        email,
-    })
+    Ok(UserUpsert { display_name, phone, email })
 }
 
 /// Creates or updates a user. Returns the user and whether it was created.
@@ -230,16 +207,8 @@ pub async fn upsert(
     let new = UserRow {
         display_name: apply(&old.display_name, upsert.display_name),
         // A changed destination has not been proven to reach this user.
-        phone_verified: if phone == old.phone {
-            old.phone_verified
-        } else {
-            0
-        },
-        email_verified: if email == old.email {
-            old.email_verified
-        } else {
-            0
-        },
+        phone_verified: if phone == old.phone { old.phone_verified } else { 0 },
+        email_verified: if email == old.email { old.email_verified } else { 0 },
         phone,
         email,
         updated_at: now_ms,
@@ -258,42 +227,21 @@ pub async fn upsert(
     }
     if created {
         store::users::upsert(&mut tx, &new).await?;
-        audit::record(
-            &mut tx,
-            now,
-            "user.created",
-            Some(id.as_str()),
-            actor,
-            serde_json::json!({ "fields": changed }),
-        )
-        .await?;
+        audit::record(&mut tx, now, "user.created", Some(id.as_str()), actor, serde_json::json!({ "fields": changed }))
+            .await?;
     } else if !changed.is_empty() {
         store::users::upsert(&mut tx, &new).await?;
-        audit::record(
-            &mut tx,
-            now,
-            "user.updated",
-            Some(id.as_str()),
-            actor,
-            serde_json::json!({ "fields": changed }),
-        )
-        .await?;
+        audit::record(&mut tx, now, "user.updated", Some(id.as_str()), actor, serde_json::json!({ "fields": changed }))
+            .await?;
     }
     tx.commit().await?;
-    let user = if created || !changed.is_empty() {
-        new
-    } else {
-        old
-    };
+    let user = if created || !changed.is_empty() { new } else { old };
     Ok((user.into(), created))
 }
 
 /// The user with this id.
 pub async fn get(store: &Store, id: &UserId) -> Result<User> {
-    store::users::get(store.reader(), id.as_str())
-        .await?
-        .map(User::from)
-        .ok_or(Error::NotFound("user"))
+    store::users::get(store.reader(), id.as_str()).await?.map(User::from).ok_or(Error::NotFound("user"))
 }
 
 /// Deletes a user and everything registered for them.
@@ -302,15 +250,7 @@ pub async fn delete(store: &Store, id: &UserId, now: OffsetDateTime, actor: &Act
     if !store::users::delete(&mut tx, id.as_str()).await? {
         return Err(Error::NotFound("user"));
     }
-    audit::record(
-        &mut tx,
-        now,
-        "user.deleted",
-        Some(id.as_str()),
-        actor,
-        serde_json::json!({}),
-    )
-    .await?;
+    audit::record(&mut tx, now, "user.deleted", Some(id.as_str()), actor, serde_json::json!({})).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -325,68 +265,25 @@ mod tests {
             assert!(ok.parse::<UserId>().is_ok(), "{ok}");
         }
         for bad in ["", "has space", "slash/", "ünï", &"x".repeat(129), "a%2F"] {
-            assert!(
-                matches!(
-                    bad.parse::<UserId>(),
-                    Err(Error::Invalid {
-                        code: "invalid_user_id",
-                        ..
-                    })
-                ),
-                "{bad}"
-            );
+            assert!(matches!(bad.parse::<UserId>(), Err(Error::Invalid { code: "invalid_user_id", .. })), "{bad}");
         }
     }
 
     #[test]
     fn phones_become_e164() {
-        assert_eq!(
-            normalize_phone("+1 (415) 555-0123").ok().as_deref(),
-            Some("+14155550123")
-        );
-        assert_eq!(
-            normalize_phone("+44 20 7946 0958").ok().as_deref(),
-            Some("+442079460958")
-        );
+        assert_eq!(normalize_phone("+1 (415) 555-0123").ok().as_deref(), Some("+14155550123"));
+        assert_eq!(normalize_phone("+44 20 7946 0958").ok().as_deref(), Some("+442079460958"));
         for bad in ["", "12345", "+1 555", "not a phone", "+999 123 456 789"] {
-            assert!(
-                matches!(
-                    normalize_phone(bad),
-                    Err(Error::Invalid {
-                        code: "invalid_phone",
-                        ..
-                    })
-                ),
-                "{bad}"
-            );
+            assert!(matches!(normalize_phone(bad), Err(Error::Invalid { code: "invalid_phone", .. })), "{bad}");
         }
     }
 
     #[test]
     fn emails_are_checked() {
-        assert_eq!(
-            normalize_email(" jane@example.com ").ok().as_deref(),
-            Some("jane@example.com")
-        );
-        for bad in [
-            "",
-            "jane",
-            "jane@",
-            "@example.com",
-            "jane@localhost",
-            "Jane <jane@example.com>",
-            "a b@example.com",
-        ] {
-            assert!(
-                matches!(
-                    normalize_email(bad),
-                    Err(Error::Invalid {
-                        code: "invalid_email",
-                        ..
-                    })
-                ),
-                "{bad}"
-            );
+        assert_eq!(normalize_email(" jane@example.com ").ok().as_deref(), Some("jane@example.com"));
+        for bad in ["", "jane", "jane@", "@example.com", "jane@localhost", "Jane <jane@example.com>", "a b@example.com"]
+        {
+            assert!(matches!(normalize_email(bad), Err(Error::Invalid { code: "invalid_email", .. })), "{bad}");
         }
     }
 }

@@ -43,24 +43,10 @@ pub(super) async fn list_events(
 ) -> Result<Json<EventPage>> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(Error::invalid(
-            "invalid_limit",
-            "limit must be between 1 and 1000",
-        ));
+        return Err(Error::invalid("invalid_limit", "limit must be between 1 and 1000"));
     }
-    let rows = store::events::list(
-        state.store.reader(),
-        q.user_id.as_deref(),
-        q.after.as_deref(),
-        limit,
-    )
-    .await?;
-    let events = rows
-        .into_iter()
-        .map(Event::try_from)
-        .collect::<Result<Vec<_>>>()?;
-    let next_after = (events.len() as i64 == limit)
-        .then(|| events.last().map(|e| e.id.clone()))
-        .flatten();
+    let rows = store::events::list(state.store.reader(), q.user_id.as_deref(), q.after.as_deref(), limit).await?;
+    let events = rows.into_iter().map(Event::try_from).collect::<Result<Vec<_>>>()?;
+    let next_after = (events.len() as i64 == limit).then(|| events.last().map(|e| e.id.clone())).flatten();
     Ok(Json(EventPage { events, next_after }))
 }

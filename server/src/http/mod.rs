@@ -4,12 +4,12 @@
 pub mod extract;
 pub mod problem;
 
+mod challenges;
+mod devices;
 mod events;
 mod ops;
 mod users;
 
-use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -23,37 +23,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::audit::Actor;
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::metrics::{Metrics, RequestLabels};
-use crate::store::Store;
+use crate::metrics::RequestLabels;
+pub use crate::state::AppState;
 use problem::Problem;
-
-/// Everything a request handler may need; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Inner>);
-
-/// The shared parts behind [`AppState`].
-#[derive(Debug)]
-pub struct Inner {
-    /// The configuration the server started with.
-    pub config: Config,
-    /// The database.
-    pub store: Store,
-    /// The time source.
-    pub clock: Arc<dyn Clock>,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
-    /// The OpenAPI document, generated from the routes at start.
-    pub openapi: serde_json::Value,
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
 
 /// The caller of an RP route, as proven by its API key.
 #[derive(Debug, Clone)]
@@ -76,6 +48,9 @@ impl RpCaller {
     tags(
         (name = "users", description = "Users and their factors"),
         (name = "events", description = "The audit log"),
+        (name = "challenges", description = "Approval requests and their results"),
+        (name = "devices", description = "Enrolling and managing phones"),
+        (name = "device", description = "Called by phones, with Assent-Proof"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
@@ -89,11 +64,17 @@ impl Modify for SecurityAddon {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An Assent API key"))
-                    .build(),
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An Assent API key")).build(),
             ),
+        );
+        components.add_security_scheme(
+            "device_proof",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "Authorization",
+                    "Assent-Proof <compact JWS, typ assent-proof+jwt, signed by the device key>",
+                ),
+            )),
         );
     }
 }
@@ -101,13 +82,26 @@ impl Modify for SecurityAddon {
 /// Routes for RP backends, all behind an API key.
 fn rp_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(
-            users::put_user,
-            users::get_user,
-            users::delete_user
-        ))
+        .routes(routes!(users::put_user, users::get_user, users::delete_user))
         .routes(routes!(users::get_factors))
         .routes(routes!(events::list_events))
+        .routes(routes!(users::create_enrollment))
+        .routes(routes!(users::list_devices))
+        .routes(routes!(users::revoke_device))
+        .routes(routes!(users::unlock))
+        .routes(routes!(challenges::create))
+        .routes(routes!(challenges::get))
+        .routes(routes!(challenges::cancel))
+}
+
+/// Routes for phones, all behind a device proof.
+fn device_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(devices::list_challenges))
+        .routes(routes!(devices::get_challenge))
+        .routes(routes!(devices::respond))
+        .routes(routes!(devices::put_push_token))
+        .routes(routes!(devices::unenroll))
 }
 
 /// Routes anyone may call.
@@ -117,14 +111,18 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json))
+        .routes(routes!(ops::server_keys))
+        .routes(routes!(devices::enroll))
 }
 
 /// The OpenAPI document for every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, rp) = rp_routes().split_for_parts();
     let (_, public) = public_routes().split_for_parts();
+    let (_, device) = device_routes().split_for_parts();
     let mut doc = ApiDoc::openapi();
     doc.merge(rp);
+    doc.merge(device);
     doc.merge(public);
     doc
 }
@@ -132,22 +130,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Builds the whole router around `state`.
 pub fn router(state: AppState) -> Router {
     let (rp, _) = rp_routes().split_for_parts();
-    let rp = rp.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_api_key,
-    ));
+    let rp = rp.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let (public, _) = public_routes().split_for_parts();
+    let (device, _) = device_routes().split_for_parts();
+    let device = device.route_layer(middleware::from_fn_with_state(state.clone(), devices::require_device_proof));
 
     Router::new()
         .merge(rp)
+        .merge(device)
         .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)
 }
 
@@ -156,19 +151,11 @@ async fn not_found() -> Problem {
 }
 
 async fn method_not_allowed() -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not accept that method",
-    )
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
 }
 
 /// Requires `Authorization: Bearer <api key>` and hands the caller to the handler.
-async fn require_api_key(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn require_api_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -176,10 +163,8 @@ async fn require_api_key(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(token) = token else {
-        return Problem::from(crate::error::Error::Unauthorized(
-            "send Authorization: Bearer <api key>",
-        ))
-        .into_response();
+        return Problem::from(crate::error::Error::Unauthorized("send Authorization: Bearer <api key>"))
+            .into_response();
     };
     match crate::api_keys::authenticate(&state.store, token).await {
         Ok(key_id) => {
@@ -194,37 +179,13 @@ async fn require_api_key(
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    let labels = RequestLabels {
-        method,
-        route,
-        status: response.status().as_u16(),
-    };
+    let labels = RequestLabels { method, route, status: response.status().as_u16() };
     state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .request_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     response
-}
-
-impl AppState {
-    /// Wraps the parts into a state.
-    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Self {
-        let openapi = serde_json::to_value(openapi()).unwrap_or_default();
-        AppState(Arc::new(Inner {
-            config,
-            store,
-            clock,
-            metrics: Metrics::new(),
-            openapi,
-        }))
-    }
 }
 
 #[cfg(test)]

@@ -21,12 +21,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => "ready\n".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                "the database does not answer",
-            )
-            .into_response()
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database does not answer")
+                .into_response()
         }
     }
 }
@@ -35,13 +31,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
         Err(_) => crate::error::Error::internal("encoding metrics").into_response(),
     }
@@ -51,4 +41,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI document")))]
 pub(super) async fn openapi_json(State(state): State<AppState>) -> Response {
     axum::Json(state.openapi.clone()).into_response()
+}
+
+/// The server's public signing keys (JWKS). Phones pin the one whose thumbprint their
+/// enrollment QR code carried.
+#[utoipa::path(get, path = "/v1/server-keys", tag = "device", responses((status = 200, description = "JWKS", body = Object)))]
+pub(super) async fn server_keys(State(state): State<AppState>) -> axum::Json<assent_protocol::Jwks> {
+    axum::Json(state.server_key.jwks().clone())
 }

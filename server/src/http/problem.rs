@@ -78,10 +78,7 @@ impl IntoResponse for Problem {
         let www_authenticate = self.www_authenticate;
         let mut response = (status, Json(self)).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -95,23 +92,22 @@ impl IntoResponse for Problem {
 impl From<Error> for Problem {
     fn from(err: Error) -> Self {
         match err {
-            Error::NotFound(what) => Problem::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} not found"),
-            ),
-            Error::Unauthorized(why) => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", why)
-                .www_authenticate("Bearer"),
-            Error::Invalid { code, detail } => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+            Error::NotFound(what) => Problem::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            Error::Unauthorized(why) => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", why).www_authenticate("Bearer")
             }
+            Error::DeviceUnauthorized { code, detail } => {
+                Problem::new(StatusCode::UNAUTHORIZED, code, detail).www_authenticate("Assent-Proof")
+            }
+            Error::BadRequest { code, detail } => Problem::new(StatusCode::BAD_REQUEST, code, detail),
+            Error::Gone { code, detail } => Problem::new(StatusCode::GONE, code, detail),
+            Error::Invalid { code, detail } => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail),
             Error::Conflict { code, detail } => Problem::new(StatusCode::CONFLICT, code, detail),
-            Error::RateLimited {
-                retry_after,
-                detail,
-            } => Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
-                .with("retry_after", retry_after)
-                .retry_after(retry_after),
+            Error::RateLimited { retry_after, detail } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+                    .with("retry_after", retry_after)
+                    .retry_after(retry_after)
+            }
             Error::Database(e) => internal(&format!("database: {e}")),
             Error::Internal(e) => internal(&e),
         }
@@ -121,11 +117,7 @@ impl From<Error> for Problem {
 fn internal(detail: &str) -> Problem {
     // Logged with its cause; the caller sees nothing of it.
     tracing::error!(error = %detail, "internal error");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the server failed; the error was logged",
-    )
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; the error was logged")
 }
 
 impl IntoResponse for Error {
@@ -137,41 +129,27 @@ impl IntoResponse for Error {
 impl From<JsonRejection> for Problem {
     fn from(rejection: JsonRejection) -> Self {
         match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is too large",
-            ),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+            }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as Content-Type: application/json",
             ),
-            _ => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                rejection.body_text(),
-            ),
+            _ => Problem::new(StatusCode::BAD_REQUEST, "malformed_json", rejection.body_text()),
         }
     }
 }
 
 impl From<QueryRejection> for Problem {
     fn from(rejection: QueryRejection) -> Self {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
+        Problem::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
     }
 }
 
 impl From<PathRejection> for Problem {
     fn from(rejection: PathRejection) -> Self {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            rejection.body_text(),
-        )
+        Problem::new(StatusCode::BAD_REQUEST, "invalid_path", rejection.body_text())
     }
 }

@@ -20,13 +20,7 @@ pub struct ApiKeyRow {
 }
 
 /// Stores a new key.
-pub async fn insert(
-    conn: &mut AnyConnection,
-    id: &str,
-    name: &str,
-    key_hash: &str,
-    now: i64,
-) -> Result<()> {
+pub async fn insert(conn: &mut AnyConnection, id: &str, name: &str, key_hash: &str, now: i64) -> Result<()> {
     sqlx::query("INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(name)
@@ -39,30 +33,25 @@ pub async fn insert(
 
 /// The key with this id, revoked or not.
 pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<ApiKeyRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, name, key_hash, created_at, revoked_at FROM api_keys WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
+    Ok(sqlx::query_as("SELECT id, name, key_hash, created_at, revoked_at FROM api_keys WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
 }
 
 /// Every key, oldest first.
 pub async fn list<'e>(db: impl Executor<'e, Database = Any>) -> Result<Vec<ApiKeyRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, name, key_hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-    )
-    .fetch_all(db)
-    .await?)
+    Ok(sqlx::query_as("SELECT id, name, key_hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
+        .fetch_all(db)
+        .await?)
 }
 
 /// Revokes a key; false when there is no such active key.
 pub async fn revoke(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool> {
-    let done =
-        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(conn)
-            .await?;
+    let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

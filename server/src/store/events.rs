@@ -33,17 +33,15 @@ pub async fn append(
     actor: &str,
     data: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO events (id, at, kind, user_id, actor, data) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(at)
-    .bind(kind)
-    .bind(user_id)
-    .bind(actor)
-    .bind(data)
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO events (id, at, kind, user_id, actor, data) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(id)
+        .bind(at)
+        .bind(kind)
+        .bind(user_id)
+        .bind(actor)
+        .bind(data)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

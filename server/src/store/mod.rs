@@ -7,9 +7,15 @@
 //! for both.
 
 pub mod api_keys;
+pub mod challenges;
+pub mod devices;
+pub mod enrollments;
 pub mod events;
+mod notify;
+pub mod proofs;
 pub mod settings;
 pub mod users;
+pub mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -34,6 +40,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The row-locking clause for claiming work: PostgreSQL skips rows other workers hold;
+    /// SQLite has a single writer, so there is nothing to skip.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// Reads the backend from a database URL.
     pub fn from_url(url: &str) -> Result<Self> {
         if url.starts_with("sqlite:") {
@@ -55,6 +70,8 @@ pub struct Store {
     reader: AnyPool,
     writer: AnyPool,
     backend: Backend,
+    /// Kept for the LISTEN connection, which needs a PostgreSQL-specific connection.
+    postgres_url: Option<crate::config::Secret>,
 }
 
 /// A write transaction.
@@ -70,14 +87,8 @@ impl Store {
                 let url = sqlite_url_with_create(url)?;
                 let options = AnyConnectOptions::from_str(&url)?;
                 let writer = sqlite_pool(1).connect_with(options.clone()).await?;
-                let reader = sqlite_pool(max_connections.max(1))
-                    .connect_with(options)
-                    .await?;
-                Ok(Self {
-                    reader,
-                    writer,
-                    backend,
-                })
+                let reader = sqlite_pool(max_connections.max(1)).connect_with(options).await?;
+                Ok(Self { reader, writer, backend, postgres_url: None })
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -89,6 +100,7 @@ impl Store {
                     reader: pool.clone(),
                     writer: pool,
                     backend,
+                    postgres_url: Some(crate::config::Secret::new(url)),
                 })
             }
         }
@@ -100,10 +112,7 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator
-            .run(&self.writer)
-            .await
-            .map_err(|e| Error::internal(format!("migrations: {e}")))
+        migrator.run(&self.writer).await.map_err(|e| Error::internal(format!("migrations: {e}")))
     }
 
     /// The backend in use.
@@ -135,32 +144,24 @@ impl Store {
 }
 
 fn sqlite_pool(max: u32) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(10))
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("PRAGMA journal_mode = WAL").await?;
-                conn.execute("PRAGMA synchronous = NORMAL").await?;
-                conn.execute("PRAGMA foreign_keys = ON").await?;
-                conn.execute("PRAGMA busy_timeout = 5000").await?;
-                Ok(())
-            })
+    AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10)).after_connect(|conn, _meta| {
+        Box::pin(async move {
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+            conn.execute("PRAGMA synchronous = NORMAL").await?;
+            conn.execute("PRAGMA foreign_keys = ON").await?;
+            conn.execute("PRAGMA busy_timeout = 5000").await?;
+            Ok(())
         })
+    })
 }
 
 /// Adds `mode=rwc` so a fresh start creates the database file, and creates its directory.
 fn sqlite_url_with_create(url: &str) -> Result<String> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let dir = Path::new(path)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && path != ":memory:");
+    let dir = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty() && path != ":memory:");
     if let Some(dir) = dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
     }
     Ok(if query.contains("mode=") {
         url.to_owned()

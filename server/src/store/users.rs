@@ -25,17 +25,11 @@ pub struct UserRow {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str =
-    "id, display_name, phone, phone_verified, email, email_verified, created_at, updated_at";
+const COLUMNS: &str = "id, display_name, phone, phone_verified, email, email_verified, created_at, updated_at";
 
 /// The user with this id.
 pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<UserRow>> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
-    )
+    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(db).await?)
 }
 
 /// Inserts or replaces the user's row with `user`.
@@ -63,9 +57,6 @@ pub async fn upsert(conn: &mut AnyConnection, user: &UserRow) -> Result<()> {
 
 /// Deletes the user; false when there was none.
 pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }

@@ -22,15 +22,10 @@ both_databases!(
 async fn bootstrap_key_works_and_others_are_refused(db: Db) {
     let app = TestApp::new(db).await;
     let key_file = app.db.config.data_dir.join("admin-api-key");
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&key_file).unwrap().permissions(),
-    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 
-    app.req(Method::GET, "/v1/events")
-        .send()
-        .await
-        .assert_status(StatusCode::OK);
+    app.req(Method::GET, "/v1/events").send().await.assert_status(StatusCode::OK);
 
     let missing = app.anon(Method::GET, "/v1/events").send().await;
     missing.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
@@ -65,50 +60,28 @@ async fn user_round_trip(db: Db) {
     assert_eq!(user["phone_verified"], false);
 
     // Fields left out are kept; null clears.
-    let updated = app
-        .req(Method::PUT, "/v1/users/alice@example.com")
-        .json(json!({"email": null}))
-        .send()
-        .await;
+    let updated = app.req(Method::PUT, "/v1/users/alice@example.com").json(json!({"email": null})).send().await;
     let user = updated.assert_status(StatusCode::OK);
     assert_eq!(user["display_name"], "Alice Example");
     assert_eq!(user["phone"], "+16502530000");
     assert!(user["email"].is_null());
 
-    let fetched = app
-        .req(Method::GET, "/v1/users/alice@example.com")
-        .send()
-        .await;
-    assert_eq!(
-        fetched.assert_status(StatusCode::OK)["display_name"],
-        "Alice Example"
-    );
+    let fetched = app.req(Method::GET, "/v1/users/alice@example.com").send().await;
+    assert_eq!(fetched.assert_status(StatusCode::OK)["display_name"], "Alice Example");
 
-    let factors = app
-        .req(Method::GET, "/v1/users/alice@example.com/factors")
-        .send()
-        .await;
+    let factors = app.req(Method::GET, "/v1/users/alice@example.com/factors").send().await;
     assert_eq!(
         *factors.assert_status(StatusCode::OK),
         json!({"devices": [], "passkeys": [], "phone": {"value": "+16502530000", "verified": false}, "email": null})
     );
 
-    app.req(Method::DELETE, "/v1/users/alice@example.com")
-        .send()
-        .await
-        .assert_status(StatusCode::NO_CONTENT);
-    app.req(Method::GET, "/v1/users/alice@example.com")
-        .send()
-        .await
-        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    app.req(Method::DELETE, "/v1/users/alice@example.com").send().await.assert_status(StatusCode::NO_CONTENT);
+    app.req(Method::GET, "/v1/users/alice@example.com").send().await.assert_problem(StatusCode::NOT_FOUND, "not_found");
     app.req(Method::DELETE, "/v1/users/alice@example.com")
         .send()
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
-    app.req(Method::GET, "/v1/users/bob/factors")
-        .send()
-        .await
-        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    app.req(Method::GET, "/v1/users/bob/factors").send().await.assert_problem(StatusCode::NOT_FOUND, "not_found");
 }
 
 async fn bad_phone_and_email_have_their_codes(db: Db) {
@@ -134,10 +107,7 @@ async fn bad_phone_and_email_have_their_codes(db: Db) {
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_display_name");
     // Nothing was half-written by the refused requests.
-    app.req(Method::GET, "/v1/users/bob")
-        .send()
-        .await
-        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    app.req(Method::GET, "/v1/users/bob").send().await.assert_problem(StatusCode::NOT_FOUND, "not_found");
     let long = "x".repeat(129);
     app.req(Method::GET, &format!("/v1/users/{long}"))
         .send()
@@ -173,18 +143,12 @@ async fn malformed_and_oversized_bodies_are_problems(db: Db) {
         .send()
         .await
         .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    app.req(Method::GET, "/v1/nowhere")
-        .send()
-        .await
-        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    app.req(Method::GET, "/v1/nowhere").send().await.assert_problem(StatusCode::NOT_FOUND, "not_found");
     app.req(Method::PATCH, "/v1/users/carol")
         .send()
         .await
         .assert_problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    app.req(Method::GET, "/v1/events?limit=abc")
-        .send()
-        .await
-        .assert_problem(StatusCode::BAD_REQUEST, "invalid_query");
+    app.req(Method::GET, "/v1/events?limit=abc").send().await.assert_problem(StatusCode::BAD_REQUEST, "invalid_query");
     app.req(Method::GET, "/v1/events?limit=0")
         .send()
         .await
@@ -209,33 +173,13 @@ async fn events_record_changes_and_page(db: Db) {
         .send()
         .await
         .assert_status(StatusCode::OK);
-    app.req(Method::PUT, "/v1/users/erin")
-        .json(json!({}))
-        .send()
-        .await
-        .assert_status(StatusCode::CREATED);
-    app.req(Method::DELETE, "/v1/users/dave")
-        .send()
-        .await
-        .assert_status(StatusCode::NO_CONTENT);
+    app.req(Method::PUT, "/v1/users/erin").json(json!({})).send().await.assert_status(StatusCode::CREATED);
+    app.req(Method::DELETE, "/v1/users/dave").send().await.assert_status(StatusCode::NO_CONTENT);
 
     let all = app.req(Method::GET, "/v1/events").send().await;
-    let kinds: Vec<_> = all.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            "api_key.created",
-            "user.created",
-            "user.updated",
-            "user.created",
-            "user.deleted"
-        ]
-    );
+    let kinds: Vec<_> =
+        all.body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kinds, ["api_key.created", "user.created", "user.updated", "user.created", "user.deleted"]);
     let key_id = app.admin_key.split_once('.').unwrap().0;
     assert_eq!(all.body["events"][1]["actor"], key_id);
     assert_eq!(all.body["events"][2]["data"], json!({"fields": ["phone"]}));
@@ -248,51 +192,29 @@ async fn events_record_changes_and_page(db: Db) {
     let first = app.req(Method::GET, "/v1/events?limit=2").send().await;
     assert_eq!(first.body["events"].as_array().unwrap().len(), 2);
     let after = first.body["next_after"].as_str().unwrap();
-    let rest = app
-        .req(Method::GET, &format!("/v1/events?after={after}&limit=10"))
-        .send()
-        .await;
+    let rest = app.req(Method::GET, &format!("/v1/events?after={after}&limit=10")).send().await;
     assert_eq!(rest.body["events"].as_array().unwrap().len(), 3);
     assert!(rest.body.get("next_after").is_none());
-    let unknown = app
-        .req(Method::GET, "/v1/events?after=evt_unknown")
-        .send()
-        .await;
+    let unknown = app.req(Method::GET, "/v1/events?after=evt_unknown").send().await;
     assert_eq!(unknown.body["events"], json!([]));
 
     // The log is append-only in the database itself.
     let mut tx = app.state.store.begin().await.unwrap();
-    let edit = sqlx::query("UPDATE events SET kind = 'x'")
-        .execute(&mut *tx)
-        .await;
+    let edit = sqlx::query("UPDATE events SET kind = 'x'").execute(&mut *tx).await;
     assert!(edit.is_err(), "events must refuse updates");
     drop(tx);
     let mut tx = app.state.store.begin().await.unwrap();
-    assert!(
-        sqlx::query("DELETE FROM events")
-            .execute(&mut *tx)
-            .await
-            .is_err(),
-        "events must refuse deletes"
-    );
+    assert!(sqlx::query("DELETE FROM events").execute(&mut *tx).await.is_err(), "events must refuse deletes");
 }
 
 async fn revoked_key_is_refused(db: Db) {
     use assent_server::api_keys;
     use assent_server::audit::Actor;
     let app = TestApp::new(db).await;
-    let key = api_keys::create(&app.state.store, "ci", app.clock.now(), &Actor::Cli)
-        .await
-        .unwrap();
+    let key = api_keys::create(&app.state.store, "ci", app.clock.now(), &Actor::Cli).await.unwrap();
     let bearer = format!("Bearer {}", key.token);
-    app.anon(Method::GET, "/v1/events")
-        .auth(&bearer)
-        .send()
-        .await
-        .assert_status(StatusCode::OK);
-    api_keys::revoke(&app.state.store, &key.id, app.clock.now(), &Actor::Cli)
-        .await
-        .unwrap();
+    app.anon(Method::GET, "/v1/events").auth(&bearer).send().await.assert_status(StatusCode::OK);
+    api_keys::revoke(&app.state.store, &key.id, app.clock.now(), &Actor::Cli).await.unwrap();
     app.anon(Method::GET, "/v1/events")
         .auth(&bearer)
         .send()
@@ -300,55 +222,24 @@ async fn revoked_key_is_refused(db: Db) {
         .assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
     let listed = api_keys::list(&app.state.store).await.unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(
-        listed
-            .iter()
-            .any(|k| k.id == key.id && k.revoked_at.is_some())
-    );
+    assert!(listed.iter().any(|k| k.id == key.id && k.revoked_at.is_some()));
     let events = app.req(Method::GET, "/v1/events").send().await;
-    let kinds: Vec<_> = events.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].clone())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            json!("api_key.created"),
-            json!("api_key.created"),
-            json!("api_key.revoked")
-        ]
-    );
+    let kinds: Vec<_> = events.body["events"].as_array().unwrap().iter().map(|e| e["kind"].clone()).collect();
+    assert_eq!(kinds, [json!("api_key.created"), json!("api_key.created"), json!("api_key.revoked")]);
 }
 
 async fn operations_endpoints(db: Db) {
     let app = TestApp::new(db).await;
-    app.anon(Method::GET, "/healthz")
-        .send()
-        .await
-        .assert_status(StatusCode::OK);
-    app.anon(Method::GET, "/readyz")
-        .send()
-        .await
-        .assert_status(StatusCode::OK);
+    app.anon(Method::GET, "/healthz").send().await.assert_status(StatusCode::OK);
+    app.anon(Method::GET, "/readyz").send().await.assert_status(StatusCode::OK);
     app.req(Method::GET, "/v1/users/nobody").send().await;
     let metrics = app.anon(Method::GET, "/metrics").send().await;
-    let text = metrics
-        .assert_status(StatusCode::OK)
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let text = metrics.assert_status(StatusCode::OK).as_str().unwrap().to_owned();
     assert!(
-        text.contains(
-            r#"assent_http_requests_total{method="GET",route="/v1/users/{user_id}",status="404"} 1"#
-        ),
+        text.contains(r#"assent_http_requests_total{method="GET",route="/v1/users/{user_id}",status="404"} 1"#),
         "{text}"
     );
-    assert!(
-        text.contains("assent_http_request_duration_seconds_bucket"),
-        "{text}"
-    );
+    assert!(text.contains("assent_http_request_duration_seconds_bucket"), "{text}");
 
     let doc = app.anon(Method::GET, "/openapi.json").send().await;
     let doc = doc.assert_status(StatusCode::OK);
@@ -362,10 +253,7 @@ async fn operations_endpoints(db: Db) {
         "/metrics",
         "/openapi.json",
     ] {
-        assert!(
-            doc["paths"].get(path).is_some(),
-            "{path} missing from the OpenAPI document"
-        );
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["paths"]["/v1/users/{user_id}"].get("put").is_some());
     assert!(doc["paths"]["/v1/users/{user_id}"].get("delete").is_some());
@@ -381,17 +269,10 @@ async fn bootstrap_key_is_issued_once(db: Db) {
     let app = TestApp::new(db).await;
     // A second start on the same database keeps the existing key and writes no new one.
     std::fs::remove_file(app.db.config.data_dir.join("admin-api-key")).unwrap();
-    let issued = assent_server::app::issue_bootstrap_key(
-        &app.state.store,
-        &app.db.config.data_dir,
-        app.clock.now(),
-    )
-    .await
-    .unwrap();
+    let issued = assent_server::app::issue_bootstrap_key(&app.state.store, &app.db.config.data_dir, app.clock.now())
+        .await
+        .unwrap();
     assert!(issued.is_none());
     assert!(!app.db.config.data_dir.join("admin-api-key").exists());
-    app.req(Method::GET, "/v1/events")
-        .send()
-        .await
-        .assert_status(StatusCode::OK);
+    app.req(Method::GET, "/v1/events").send().await.assert_status(StatusCode::OK);
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use assent_server::app;
-use assent_server::clock::ManualClock;
+use assent_server::clock::OffsetClock;
 use assent_server::config::Config;
 use assent_server::http::{AppState, router};
 use axum::Router;
@@ -40,7 +40,6 @@ impl TestDb {
         let config = Config {
             data_dir: dir.path().to_owned(),
             database_url: pg.as_ref().map(|p| p.url.clone()),
-            public_url: Some("http://assent.test".to_owned()),
             ..Config::default()
         };
         TestDb { dir, pg, config }
@@ -52,8 +51,10 @@ pub struct TestApp {
     pub db: TestDb,
     pub state: AppState,
     pub router: Router,
-    pub clock: ManualClock,
+    pub clock: OffsetClock,
     pub admin_key: String,
+    /// The same router served over TCP on 127.0.0.1, with the background workers running.
+    pub url: String,
 }
 
 impl TestApp {
@@ -63,23 +64,29 @@ impl TestApp {
 
     pub async fn with_config(db: Db, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut db = TestDb::new(db).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        db.config.public_url = Some(url.clone());
         tweak(&mut db.config);
-        let clock = ManualClock::starting_now();
-        let state = app::prepare(db.config.clone(), Arc::new(clock.clone()))
-            .await
-            .unwrap();
-        let admin_key = std::fs::read_to_string(db.config.data_dir.join(app::BOOTSTRAP_KEY_FILE))
-            .unwrap()
-            .trim()
-            .to_owned();
+        let clock = OffsetClock::new();
+        let state = app::prepare(db.config.clone(), Arc::new(clock.clone())).await.unwrap();
+        let admin_key =
+            std::fs::read_to_string(db.config.data_dir.join(app::BOOTSTRAP_KEY_FILE)).unwrap().trim().to_owned();
         let router = router(state.clone());
-        TestApp {
-            db,
-            state,
-            router,
-            clock,
-            admin_key,
-        }
+        let served = router.clone();
+        tokio::spawn(async move { axum::serve(listener, served).await });
+        std::mem::forget(assent_server::workers::Workers::spawn(&state)); // they end with the test's runtime
+        TestApp { db, state, router, clock, admin_key, url }
+    }
+
+    /// An RP client over TCP with the admin key.
+    pub fn rp(&self) -> assent_tests::phone::Rp {
+        assent_tests::phone::Rp::new(&self.url, &self.admin_key)
+    }
+
+    /// Moves the server's clock.
+    pub fn advance(&self, secs: i64) {
+        self.clock.advance(time::Duration::seconds(secs));
     }
 
     /// A request with the admin key.
@@ -96,14 +103,7 @@ impl TestApp {
 
     /// A request with no credentials.
     pub fn anon(&self, method: Method, path: &str) -> Call<'_> {
-        Call {
-            app: self,
-            method,
-            path: path.to_owned(),
-            auth: None,
-            body: None,
-            headers: vec![],
-        }
+        Call { app: self, method, path: path.to_owned(), auth: None, body: None, headers: vec![] }
     }
 }
 
@@ -143,10 +143,7 @@ impl Call<'_> {
             builder = builder.header(k.as_str(), v.as_str());
         }
         let request = match self.body {
-            Some((ct, bytes)) => builder
-                .header(header::CONTENT_TYPE, ct)
-                .body(Body::from(bytes))
-                .unwrap(),
+            Some((ct, bytes)) => builder.header(header::CONTENT_TYPE, ct).body(Body::from(bytes)).unwrap(),
             None => builder.body(Body::empty()).unwrap(),
         };
         let response = self.app.router.clone().oneshot(request).await.unwrap();
@@ -155,11 +152,7 @@ impl Call<'_> {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 }
 
@@ -175,19 +168,10 @@ impl Resp {
     #[track_caller]
     pub fn assert_problem(&self, status: StatusCode, code: &str) {
         assert_eq!(self.status, status, "body: {}", self.body);
-        assert_eq!(
-            self.headers[header::CONTENT_TYPE],
-            "application/problem+json",
-            "body: {}",
-            self.body
-        );
+        assert_eq!(self.headers[header::CONTENT_TYPE], "application/problem+json", "body: {}", self.body);
         assert_eq!(self.body["code"], code, "body: {}", self.body);
         assert_eq!(self.body["status"], status.as_u16());
-        assert!(
-            self.body["title"].is_string()
-                && self.body["detail"].is_string()
-                && self.body["type"].is_string()
-        );
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string());
     }
 
     #[track_caller]

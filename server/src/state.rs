@@ -1,0 +1,71 @@
+//! The application state every request and worker shares: configuration, database, clock,
+//! signing key, wake-ups and metrics. Passed in, never global.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keys::ServerKey;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::wake::Wake;
+
+/// Everything a request handler or worker may need; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The shared parts behind [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// The key that signs challenges.
+    pub server_key: ServerKey,
+    /// Wakes long-polls and workers when something changed.
+    pub wake: Wake,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The OpenAPI document, generated from the routes at start.
+    pub openapi: serde_json::Value,
+    /// A client for outgoing HTTP (webhooks).
+    pub http: reqwest::Client,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Wraps the parts into a state.
+    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>, server_key: ServerKey) -> Self {
+        let openapi = serde_json::to_value(crate::http::openapi()).unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("assent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        AppState(Arc::new(Inner {
+            config,
+            store,
+            clock,
+            server_key,
+            wake: Wake::new(),
+            metrics: Metrics::new(),
+            openapi,
+            http,
+        }))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+}

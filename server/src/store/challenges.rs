@@ -1,0 +1,276 @@
+//! Challenges and their per-device push deliveries. A challenge leaves `pending` through
+//! one conditional UPDATE, so it is decided exactly once whatever races.
+
+use sqlx::{Any, AnyConnection, Executor};
+
+use crate::error::Result;
+
+/// A challenge row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChallengeRow {
+    /// `chl_...`
+    pub id: String,
+    /// The user asked.
+    pub user_id: String,
+    /// push | sms | email
+    pub factor: String,
+    /// pending approved denied fraud_reported expired cancelled failed
+    pub status: String,
+    /// Why it ended as it did, when that is not obvious (`number_mismatch`, `superseded`).
+    pub reason: Option<String>,
+    /// Headline shown on the phone.
+    pub title: String,
+    /// JSON array of `{label, value}`.
+    pub details: String,
+    /// JSON object `{ip?, location?, user_agent?}`.
+    pub context: String,
+    /// Number matching: the correct number.
+    pub number: Option<i64>,
+    /// The server-signed challenge JWS.
+    pub jws: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub expires_at: i64,
+    /// Unix ms.
+    pub decided_at: Option<i64>,
+    /// The device that answered.
+    pub device_id: Option<String>,
+    /// The device's response JWS.
+    pub evidence: Option<String>,
+    /// 0/1: whether the device said the user was verified.
+    pub user_verified: Option<i64>,
+    /// The API key that created it.
+    pub api_key_id: String,
+    /// `Idempotency-Key` header, if one was sent.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the creating request, to refuse a reused key with another body.
+    pub request_hash: Option<String>,
+}
+
+const COLUMNS: &str = "id, user_id, factor, status, reason, title, details, context, number, jws, created_at, \
+    expires_at, decided_at, device_id, evidence, user_verified, api_key_id, idempotency_key, request_hash";
+
+/// Stores a new challenge.
+pub async fn insert(conn: &mut AnyConnection, c: &ChallengeRow) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO challenges ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+    ))
+    .bind(&c.id)
+    .bind(&c.user_id)
+    .bind(&c.factor)
+    .bind(&c.status)
+    .bind(&c.reason)
+    .bind(&c.title)
+    .bind(&c.details)
+    .bind(&c.context)
+    .bind(c.number)
+    .bind(&c.jws)
+    .bind(c.created_at)
+    .bind(c.expires_at)
+    .bind(c.decided_at)
+    .bind(&c.device_id)
+    .bind(&c.evidence)
+    .bind(c.user_verified)
+    .bind(&c.api_key_id)
+    .bind(&c.idempotency_key)
+    .bind(&c.request_hash)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The challenge with this id.
+pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<ChallengeRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM challenges WHERE id = $1")).bind(id).fetch_optional(db).await?)
+}
+
+/// The challenge an API key created with this idempotency key.
+pub async fn by_idempotency_key<'e>(
+    db: impl Executor<'e, Database = Any>,
+    api_key_id: &str,
+    key: &str,
+) -> Result<Option<ChallengeRow>> {
+    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM challenges WHERE api_key_id = $1 AND idempotency_key = $2"))
+        .bind(api_key_id)
+        .bind(key)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// Moves a pending, unexpired challenge to a final state. Returns false when it was no
+/// longer pending (someone else decided it first) or has expired.
+#[allow(clippy::too_many_arguments)]
+pub async fn decide(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+    reason: Option<&str>,
+    now: i64,
+    device_id: Option<&str>,
+    evidence: Option<&str>,
+    user_verified: Option<bool>,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE challenges SET status = $1, reason = $2, decided_at = $3, device_id = $4, evidence = $5,
+                user_verified = $6
+         WHERE id = $7 AND status = 'pending' AND expires_at > $3",
+    )
+    .bind(status)
+    .bind(reason)
+    .bind(now)
+    .bind(device_id)
+    .bind(evidence)
+    .bind(user_verified.map(i64::from))
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Expires pending challenges whose time is up (all of them, or just `only`), returning
+/// `(id, user_id)` of each one this call expired.
+pub async fn expire_due(conn: &mut AnyConnection, now: i64, only: Option<&str>) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE challenges SET status = 'expired', decided_at = expires_at
+         WHERE status = 'pending' AND expires_at <= $1 AND ($2 IS NULL OR id = $2)
+         RETURNING id, user_id",
+    )
+    .bind(now)
+    .bind(only)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Cancels the user's pending push challenges (a newer one replaces them), returning their ids.
+pub async fn supersede_pending_push(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "UPDATE challenges SET status = 'cancelled', reason = 'superseded', decided_at = $1
+         WHERE user_id = $2 AND factor = 'push' AND status = 'pending' AND expires_at > $1
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Creation times (Unix ms) of the user's push challenges since `since`, oldest first.
+pub async fn recent_push_times(conn: &mut AnyConnection, user_id: &str, since: i64) -> Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT created_at FROM challenges WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
+         ORDER BY created_at",
+    )
+    .bind(user_id)
+    .bind(since)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+/// Locks the user's row for the rest of the transaction (PostgreSQL takes a row lock; SQLite
+/// has one writer) and returns whether push is locked for them, or `None` if no such user.
+pub async fn lock_user(conn: &mut AnyConnection, user_id: &str) -> Result<Option<Option<i64>>> {
+    let row: Option<(Option<i64>,)> =
+        sqlx::query_as("UPDATE users SET challenge_seq = challenge_seq + 1 WHERE id = $1 RETURNING push_locked_at")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(locked,)| locked))
+}
+
+/// Sets or clears the fraud lock on push for a user; false when nothing changed.
+pub async fn set_push_lock(conn: &mut AnyConnection, user_id: &str, locked_at: Option<i64>) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE users SET push_locked_at = $1 WHERE id = $2 AND (push_locked_at IS NULL) = ($1 IS NOT NULL)",
+    )
+    .bind(locked_at)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A delivery row (one per challenge and device).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    /// The challenge.
+    pub challenge_id: String,
+    /// The device.
+    pub device_id: String,
+    /// apns | fcm | none
+    pub provider: String,
+    /// pending | sent | failed | not_sent | cancelled
+    pub status: String,
+    /// Sends tried.
+    pub attempts: i64,
+    /// The provider's reason for the last failure.
+    pub error: Option<String>,
+}
+
+/// Records that a challenge goes to a device.
+pub async fn insert_delivery(
+    conn: &mut AnyConnection,
+    challenge_id: &str,
+    device_id: &str,
+    provider: &str,
+    status: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO push_deliveries (challenge_id, device_id, provider, status, next_attempt_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(challenge_id)
+    .bind(device_id)
+    .bind(provider)
+    .bind(status)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The deliveries of a challenge.
+pub async fn deliveries<'e>(db: impl Executor<'e, Database = Any>, challenge_id: &str) -> Result<Vec<DeliveryRow>> {
+    Ok(sqlx::query_as(
+        "SELECT challenge_id, device_id, provider, status, attempts, error FROM push_deliveries
+         WHERE challenge_id = $1 ORDER BY device_id",
+    )
+    .bind(challenge_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Whether the challenge was sent to the device.
+pub async fn addressed_to<'e>(
+    db: impl Executor<'e, Database = Any>,
+    challenge_id: &str,
+    device_id: &str,
+) -> Result<bool> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT device_id FROM push_deliveries WHERE challenge_id = $1 AND device_id = $2")
+            .bind(challenge_id)
+            .bind(device_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.is_some())
+}
+
+/// Pending, unexpired challenges addressed to a device: `(id, jws)`, oldest first.
+pub async fn pending_for_device<'e>(
+    db: impl Executor<'e, Database = Any>,
+    device_id: &str,
+    now: i64,
+) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT c.id, c.jws FROM push_deliveries d JOIN challenges c ON c.id = d.challenge_id
+         WHERE d.device_id = $1 AND c.status = 'pending' AND c.expires_at > $2 AND c.jws IS NOT NULL
+         ORDER BY c.created_at, c.id",
+    )
+    .bind(device_id)
+    .bind(now)
+    .fetch_all(db)
+    .await?)
+}
