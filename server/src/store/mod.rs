@@ -140,11 +140,11 @@ fn sqlite_pool(max: u32) -> AnyPoolOptions {
 fn sqlite_url_with_create(url: &str) -> Result<String> {
     let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    if !path.is_empty() && path != ":memory:" {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
-        }
+    if !path.is_empty()
+        && path != ":memory:"
+        && let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
     }
     Ok(if query.contains("mode=") {
         url.to_owned()
