@@ -7,6 +7,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::push::PushConfig;
+
 /// How strict the server is about development conveniences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,6 +39,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Connections in the database pool.
     pub max_db_connections: u32,
+    /// Push providers (`[push.apns]`, `[push.fcm]`); none by default (poll-only devices).
+    pub push: PushConfig,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             public_url: None,
             max_body_bytes: 64 * 1024,
             max_db_connections: 16,
+            push: PushConfig::default(),
         }
     }
 }
@@ -73,7 +78,38 @@ pub struct Overrides {
 /// Top-level keys that `ASSENT_*` variables may set. Anything else with the prefix (test
 /// settings, `ASSENT_LOG`) is not configuration and is left alone.
 const ENV_KEYS: &[&str] =
-    &["listen", "data_dir", "database_url", "mode", "public_url", "max_body_bytes", "max_db_connections"];
+    &["listen", "data_dir", "database_url", "mode", "public_url", "max_body_bytes", "max_db_connections", "push"];
+
+/// A secret configuration value (a private key, an API secret). `Debug` and `Serialize` print
+/// `[redacted]`, so the value never reaches a log line or a configuration dump; only
+/// [`Secret::expose`] gives it out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
 
 /// A configuration error, with the offending key and source in its message.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +159,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error by value
 mod tests {
     use super::*;
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod push;
 pub mod store;
 pub mod telemetry;
 pub mod users;
