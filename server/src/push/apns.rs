@@ -94,8 +94,11 @@ impl ApnsClient {
             .http2_prior_knowledge()
             .http2_keep_alive_interval(Duration::from_secs(60))
             .http2_keep_alive_while_idle(true);
-        let http =
-            super::http_client(builder, Duration::from_secs(config.timeout_seconds.max(1)), "push.apns.timeout_seconds")?;
+        let http = super::http_client(
+            builder,
+            Duration::from_secs(config.timeout_seconds.max(1)),
+            "push.apns.timeout_seconds",
+        )?;
         Ok(Self {
             http,
             base_url,
@@ -172,12 +175,12 @@ impl PushSender for ApnsClient {
             Err(_) => None,
         }
         .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
-        let outcome = classify(status, reason, after);
-        if status == StatusCode::FORBIDDEN {
-            // The token is expired or refused: the next send signs a new one.
+        if status == StatusCode::FORBIDDEN && matches!(reason.as_str(), "ExpiredProviderToken" | "InvalidProviderToken")
+        {
+            // The next send signs a new token (this one may carry a skewed `iat`).
             self.tokens.invalidate(&bearer);
         }
-        outcome
+        classify(status, reason, after)
     }
 }
 

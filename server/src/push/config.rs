@@ -37,8 +37,10 @@ pub struct ApnsConfig {
     /// The app's bundle id (`apns-topic`).
     pub topic: String,
     /// The 10-character id of the signing key.
+    #[serde(deserialize_with = "alphanumeric_id")]
     pub key_id: String,
     /// The 10-character Apple developer team id.
+    #[serde(deserialize_with = "alphanumeric_id")]
     pub team_id: String,
     /// Path of the `.p8` key (PKCS#8 PEM). Either this or `key`.
     #[serde(default)]
@@ -83,6 +85,21 @@ pub struct FcmConfig {
     /// Connect and request timeout, in seconds, for both the token endpoint and FCM.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+}
+
+/// A string, also when an environment variable made it look like a number: figment reads
+/// `ASSENT_PUSH__APNS__TEAM_ID=1234567890` as an integer, and an all-digit team id is valid.
+fn alphanumeric_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Id::deserialize(deserializer)? {
+        Id::Text(text) => text,
+        Id::Number(number) => number.to_string(),
+    })
 }
 
 fn default_title() -> String {

@@ -72,7 +72,8 @@ impl FcmClient {
             "push.fcm.credentials",
             "push.fcm.credentials_file",
         )?;
-        let source_key = if config.credentials_file.is_some() { "push.fcm.credentials_file" } else { "push.fcm.credentials" };
+        let source_key =
+            if config.credentials_file.is_some() { "push.fcm.credentials_file" } else { "push.fcm.credentials" };
         // serde's message is not shown: it may quote a fragment of the key.
         let key: ServiceAccountKey = serde_json::from_str(json.expose()).map_err(|e| {
             PushConfigError::new(
@@ -107,7 +108,8 @@ impl FcmClient {
             return Err(PushConfigError::new(source_key, "client_email is empty"));
         }
         let token_uri = super::check_url(&key.token_uri, mode, source_key)?;
-        let base_url = super::check_url(config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL), mode, "push.fcm.base_url")?;
+        let base_url =
+            super::check_url(config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL), mode, "push.fcm.base_url")?;
         let http = super::http_client(
             reqwest::Client::builder(),
             Duration::from_secs(config.timeout_seconds.max(1)),
@@ -230,9 +232,9 @@ fn classify(status: StatusCode, error: Option<RpcStatus>, after: Option<Duration
     let rpc_status = error.and_then(|e| e.status);
     let reason = fcm_code.clone().or(rpc_status.clone()).unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
     let outcome = match (fcm_code.as_deref(), rpc_status.as_deref(), status.as_u16()) {
-        (Some("UNREGISTERED"), _, _) | (_, Some("NOT_FOUND"), _) | (None, _, 404) => {
-            PushOutcome::TokenGone { reason }
-        }
+        // Only Google's own words disable a token: a bare 404 (a wrong base URL, a proxy) falls
+        // through to Failed, or one misconfiguration would disable every Android device.
+        (Some("UNREGISTERED"), _, _) | (_, Some("NOT_FOUND"), _) => PushOutcome::TokenGone { reason },
         // The APNs credentials in the Firebase project (iOS via FCM), a token from another
         // sender, or a malformed request: another try will not help.
         (Some("THIRD_PARTY_AUTH_ERROR" | "SENDER_ID_MISMATCH" | "INVALID_ARGUMENT"), _, _) => {
@@ -402,14 +404,30 @@ mod tests {
             PushOutcome::TokenGone { reason: "UNREGISTERED".into() }
         );
         assert_eq!(outcome(status(404, "NOT_FOUND", None)), PushOutcome::TokenGone { reason: "NOT_FOUND".into() });
-        assert!(matches!(outcome(status(400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT"))), PushOutcome::Failed { .. }));
-        assert!(matches!(outcome(status(403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"))), PushOutcome::Failed { .. }));
-        assert!(matches!(outcome(status(401, "UNAUTHENTICATED", Some("THIRD_PARTY_AUTH_ERROR"))), PushOutcome::Failed { .. }));
+        assert!(matches!(
+            outcome(status(400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT"))),
+            PushOutcome::Failed { .. }
+        ));
+        assert!(matches!(
+            outcome(status(403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"))),
+            PushOutcome::Failed { .. }
+        ));
+        assert!(matches!(
+            outcome(status(401, "UNAUTHENTICATED", Some("THIRD_PARTY_AUTH_ERROR"))),
+            PushOutcome::Failed { .. }
+        ));
         assert!(matches!(status(401, "UNAUTHENTICATED", None), Classified::Unauthenticated(_)));
-        assert!(matches!(outcome(status(429, "RESOURCE_EXHAUSTED", Some("QUOTA_EXCEEDED"))), PushOutcome::Retry { .. }));
+        assert!(matches!(
+            outcome(status(429, "RESOURCE_EXHAUSTED", Some("QUOTA_EXCEEDED"))),
+            PushOutcome::Retry { .. }
+        ));
         assert!(matches!(outcome(status(503, "UNAVAILABLE", Some("UNAVAILABLE"))), PushOutcome::Retry { .. }));
         assert!(matches!(outcome(status(500, "INTERNAL", Some("INTERNAL"))), PushOutcome::Retry { .. }));
         assert!(matches!(outcome(status(403, "PERMISSION_DENIED", None)), PushOutcome::Failed { .. }));
+        assert_eq!(
+            outcome(classify(StatusCode::NOT_FOUND, None, None)),
+            PushOutcome::Failed { reason: "HTTP 404".into() }
+        );
         assert_eq!(
             outcome(classify(StatusCode::BAD_GATEWAY, None, Some(Duration::from_secs(5)))),
             PushOutcome::Retry { after: Some(Duration::from_secs(5)), reason: "HTTP 502".into() }

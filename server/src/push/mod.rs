@@ -133,7 +133,9 @@ fn load_credential(
     file_key: &'static str,
 ) -> Result<crate::config::Secret, PushConfigError> {
     match (inline, file) {
-        (Some(_), Some(_)) => Err(PushConfigError::new(file_key, format!("set either {file_key} or {inline_key}, not both"))),
+        (Some(_), Some(_)) => {
+            Err(PushConfigError::new(file_key, format!("set either {file_key} or {inline_key}, not both")))
+        }
         (Some(secret), None) => Ok(secret.clone()),
         (None, Some(path)) => std::fs::read_to_string(path)
             .map(crate::config::Secret::new)
@@ -144,7 +146,8 @@ fn load_credential(
 
 /// Checks a provider URL and strips its trailing slash. `http://` is for local fakes only.
 fn check_url(url: &str, mode: Mode, key: &'static str) -> Result<String, PushConfigError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| PushConfigError::new(key, format!("{url:?} is not a URL: {e}")))?;
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| PushConfigError::new(key, format!("{url:?} is not a URL: {e}")))?;
     match parsed.scheme() {
         "https" => {}
         "http" if mode == Mode::Dev => {}
@@ -156,7 +159,11 @@ fn check_url(url: &str, mode: Mode, key: &'static str) -> Result<String, PushCon
 
 /// A `reqwest` client with the settings both providers share: no redirects (a provider never
 /// redirects, and following one would carry our bearer token), bounded connect and total time.
-fn http_client(builder: reqwest::ClientBuilder, timeout: Duration, key: &'static str) -> Result<reqwest::Client, PushConfigError> {
+fn http_client(
+    builder: reqwest::ClientBuilder,
+    timeout: Duration,
+    key: &'static str,
+) -> Result<reqwest::Client, PushConfigError> {
     builder
         .use_rustls_tls()
         .user_agent(concat!("assent/", env!("CARGO_PKG_VERSION")))
@@ -219,7 +226,10 @@ mod tests {
 
     #[test]
     fn urls_are_checked_per_mode() {
-        assert_eq!(check_url("https://api.push.apple.com/", Mode::Production, "k").unwrap(), "https://api.push.apple.com");
+        assert_eq!(
+            check_url("https://api.push.apple.com/", Mode::Production, "k").unwrap(),
+            "https://api.push.apple.com"
+        );
         assert_eq!(check_url("http://127.0.0.1:9/", Mode::Dev, "k").unwrap(), "http://127.0.0.1:9");
         let err = check_url("http://127.0.0.1:9", Mode::Production, "push.apns.base_url").unwrap_err();
         assert_eq!(err.key, "push.apns.base_url");
