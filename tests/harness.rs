@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fakes;
 pub mod phone;
 
 use std::io::{BufRead, BufReader};

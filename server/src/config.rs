@@ -7,6 +7,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::push::PushConfig;
+
 /// How strict the server is about development conveniences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +44,8 @@ pub struct Config {
     pub server_key_file: Option<PathBuf>,
     /// Endpoints that receive signed webhooks.
     pub webhooks: Vec<WebhookEndpoint>,
+    /// Push providers (`[push.apns]`, `[push.fcm]`); none by default (poll-only devices).
+    pub push: PushConfig,
 }
 
 /// A webhook receiver.
@@ -64,29 +68,6 @@ impl WebhookEndpoint {
     }
 }
 
-/// A secret value: never printed by `Debug`.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself; keep it out of logs.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -99,6 +80,7 @@ impl Default for Config {
             max_db_connections: 16,
             server_key_file: None,
             webhooks: Vec::new(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -132,7 +114,39 @@ const ENV_KEYS: &[&str] = &[
     "max_db_connections",
     "server_key_file",
     "webhooks",
+    "push",
 ];
+
+/// A secret configuration value (a private key, an API secret). `Debug` and `Serialize` print
+/// `[redacted]`, so the value never reaches a log line or a configuration dump; only
+/// [`Secret::expose`] gives it out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
 
 /// A configuration error, with the offending key and source in its message.
 #[derive(Debug, thiserror::Error)]

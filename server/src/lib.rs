@@ -17,6 +17,7 @@ pub mod http;
 pub mod ids;
 pub mod keys;
 pub mod metrics;
+pub mod push;
 pub mod state;
 pub mod store;
 pub mod telemetry;
