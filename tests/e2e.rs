@@ -189,3 +189,56 @@ async fn replicas_share_decisions_through_postgres() {
     b.terminate();
     a.terminate();
 }
+
+/// A challenge committed by a server that is then killed (SIGKILL) before its push reached
+/// the provider is delivered by the next server process: the delivery sat in the outbox.
+#[tokio::test]
+async fn push_delivery_survives_a_crash() {
+    use assent_protocol::messages::{Decision, PushProvider, PushRegistration};
+    use assent_tests::fakes::{FakeFcm, fcm_service_account};
+    use assent_tests::phone::{Phone, Rp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("fcm.json");
+    // First life: FCM cannot be reached at all.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    std::fs::write(&credentials, fcm_service_account(&format!("http://{dead}/token"))).unwrap();
+    let fcm_env = |base: &str| {
+        vec![
+            ("ASSENT_PUSH__FCM__CREDENTIALS_FILE".to_owned(), credentials.to_str().unwrap().to_owned()),
+            ("ASSENT_PUSH__FCM__BASE_URL".to_owned(), base.to_owned()),
+        ]
+    };
+    let env = fcm_env(&format!("http://{dead}"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start(dir.path(), &env, &[]);
+    let rp = Rp::new(&server.url, &server.admin_key());
+    rp.user("sam", "Sam").await;
+    let push = PushRegistration { provider: PushProvider::Fcm, token: Some("fcm-token-sam".into()) };
+    let mut phone = Phone::enroll_with(&rp.enrollment_uri("sam").await, push).await.unwrap();
+    let id = rp.challenge(json!({"user_id": "sam"})).await.expect(201)["id"].as_str().unwrap().to_owned();
+    server.kill();
+
+    // Second life: FCM is reachable.
+    let (fake, account) = FakeFcm::start_for_test_account().await;
+    std::fs::write(&credentials, account).unwrap();
+    let env = fcm_env(&fake.base_url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start(dir.path(), &env, &[]);
+    let rp = Rp::new(&server.url, &server.admin_key());
+    phone.base = server.url.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let c = rp.get(&format!("/v1/challenges/{id}")).await;
+        if c.body["deliveries"][0]["status"] == "sent" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not delivered after restart: {}\n{}", c.body, server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let sends = fake.sends();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].json()["message"]["data"]["challenge_id"], id.as_str());
+    phone.answer(&id, Decision::Approve, None).await.expect(200);
+    server.terminate();
+}

@@ -333,3 +333,50 @@ pub fn fcm_error(code: u16, status: &str, error_code: Option<&str>) -> Value {
         .collect();
     json!({"error": {"code": code, "message": "fake", "status": status, "details": details}})
 }
+
+// The FCM test service account
+
+/// A throwaway RSA key, generated for these tests only; it authorises nothing anywhere.
+pub const FCM_TEST_KEY_PEM: &str = include_str!("fixtures/fcm-test-key.pem");
+/// The test service account's email.
+pub const FCM_CLIENT_EMAIL: &str = "assent-push@example-project.iam.gserviceaccount.com";
+/// The test service account's key id.
+pub const FCM_KEY_ID: &str = "0123456789abcdef0123456789abcdef01234567";
+/// The test service account's project.
+pub const FCM_PROJECT: &str = "example-project";
+
+/// The service account key as Google issues it, aimed at `token_uri`.
+pub fn fcm_service_account(token_uri: &str) -> String {
+    json!({
+        "type": "service_account",
+        "project_id": FCM_PROJECT,
+        "private_key_id": FCM_KEY_ID,
+        "private_key": FCM_TEST_KEY_PEM,
+        "client_email": FCM_CLIENT_EMAIL,
+        "client_id": "123456789012345678901",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+        "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+        "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/assent-push",
+        "universe_domain": "googleapis.com"
+    })
+    .to_string()
+}
+
+/// The test service account's RSA public key (PKCS#1 DER), for verifying its grants.
+pub fn fcm_test_public_key() -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject as _;
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(FCM_TEST_KEY_PEM.as_bytes()).unwrap();
+    use ring::signature::KeyPair as _;
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+    pair.public_key().as_ref().to_vec()
+}
+
+impl FakeFcm {
+    /// A fake FCM that knows the test service account; returns it with the account's JSON.
+    pub async fn start_for_test_account() -> (Self, String) {
+        let fake = Self::start(FCM_CLIENT_EMAIL, FCM_KEY_ID, fcm_test_public_key()).await;
+        let account = fcm_service_account(&fake.token_uri);
+        (fake, account)
+    }
+}

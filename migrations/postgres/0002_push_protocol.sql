@@ -30,6 +30,8 @@ CREATE TABLE devices (
     revoked_at     BIGINT
 );
 CREATE INDEX devices_by_user ON devices (user_id);
+-- One active device per key, even when two enrollments race.
+CREATE UNIQUE INDEX devices_active_key ON devices (thumbprint) WHERE revoked_at IS NULL;
 
 CREATE TABLE challenges (
     id               TEXT PRIMARY KEY,

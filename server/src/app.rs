@@ -21,23 +21,36 @@ pub const BOOTSTRAP_KEY_FILE: &str = "admin-api-key";
 
 /// Opens the database named by the configuration and brings its schema up to date.
 pub async fn open_store(config: &Config) -> Result<Store> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::internal(format!("creating data directory {}: {e}", config.data_dir.display())))?;
+    create_private_dir(&config.data_dir)?;
     let store = Store::connect(&config.database_url(), config.max_db_connections).await?;
     store.migrate().await?;
     Ok(store)
 }
 
+/// Creates the data directory readable by its owner only (it holds the database and keys).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::internal(format!("creating data directory {}: {e}", dir.display())))
+}
+
 /// Builds the application state: database ready, signing key loaded, bootstrap key issued.
 pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
-    crate::webhooks::validate_endpoints(&config.webhooks)?;
+    crate::webhooks::validate_endpoints(&config.webhooks, config.mode)?;
     let store = open_store(&config).await?;
     let server_key = ServerKey::load_or_create(&config)?;
     check_server_key(&store, &server_key).await?;
     if let Some(path) = issue_bootstrap_key(&store, &config.data_dir, clock.now()).await? {
         eprintln!("assent: created the first API key and wrote it to {}", path.display());
     }
-    Ok(AppState::new(config, store, clock, server_key))
+    let push = crate::push::PushClients::from_config(&config.push, config.mode, clock.clone())?;
+    Ok(AppState::new(config, store, clock, server_key, push))
 }
 
 /// Every replica on one database must sign with the same key, or phones that pinned it

@@ -143,7 +143,7 @@ pub struct ChallengeView {
     pub factor: String,
     /// `pending approved denied fraud_reported expired cancelled failed`.
     pub status: String,
-    /// Why, when not obvious: `number_mismatch`, `superseded`, `device_revoked`.
+    /// Why, when not obvious: `number_mismatch`, `superseded`, `user_deleted`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// When created.
@@ -375,7 +375,7 @@ pub async fn create(
     for old in &superseded {
         state.wake.challenge_changed(old);
     }
-    state.wake.outbox.notify_one();
+    state.wake.push.notify_one();
     Ok(ChallengeCreated { id, status: "pending".to_owned(), factor: factor.to_owned(), expires_at, number })
 }
 

@@ -53,6 +53,9 @@ pub struct Device {
     pub name: String,
     /// `ios`, `android` or `other`.
     pub platform: String,
+    /// The device's public key (JWK): verifies the `evidence.response` of its answers.
+    #[schema(value_type = Object)]
+    pub public_key: serde_json::Value,
     /// `apns`, `fcm` or `none` (polls).
     pub push_provider: String,
     /// Whether a push token is on file.
@@ -75,6 +78,7 @@ impl From<&DeviceRow> for Device {
             user_id: r.user_id.clone(),
             name: r.name.clone(),
             platform: r.platform.clone(),
+            public_key: serde_json::from_str(&r.jwk).unwrap_or_default(),
             push_provider: r.push_provider.clone(),
             push_enabled: r.push_token.is_some(),
             created_at: from_millis(r.created_at),

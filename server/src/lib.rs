@@ -11,6 +11,7 @@ pub mod audit;
 pub mod challenges;
 pub mod clock;
 pub mod config;
+pub mod deliveries;
 pub mod devices;
 pub mod error;
 pub mod http;

@@ -20,6 +20,15 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of a push delivery metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `apns` or `fcm`.
+    pub provider: String,
+    /// `delivered`, `retry`, `failed` or `token_gone`.
+    pub outcome: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -28,6 +37,10 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Time to answer a request, in seconds.
     pub request_duration: Family<RequestLabels, Histogram>,
+    /// Push sends by provider and outcome.
+    pub push_deliveries: Family<DeliveryLabels, Counter>,
+    /// Time a push provider took to answer, in seconds.
+    pub push_send_duration: Family<DeliveryLabels, Histogram>,
     /// Long-polls (`GET /v1/challenges/{id}?wait=`) waiting right now.
     pub long_polls: Gauge,
 }
@@ -44,9 +57,24 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests served", requests.clone());
         let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram);
         registry.register("http_request_duration_seconds", "Time to answer HTTP requests", request_duration.clone());
+        let push_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register("push_deliveries", "Push sends by provider and outcome", push_deliveries.clone());
+        let push_send_duration = Family::<DeliveryLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "push_send_duration_seconds",
+            "Time push providers took to answer",
+            push_send_duration.clone(),
+        );
         let long_polls = Gauge::default();
         registry.register("challenge_long_polls", "Long-polls waiting for a challenge decision", long_polls.clone());
-        Metrics { registry: Arc::new(registry), requests, request_duration, long_polls }
+        Metrics {
+            registry: Arc::new(registry),
+            requests,
+            request_duration,
+            push_deliveries,
+            push_send_duration,
+            long_polls,
+        }
     }
 
     /// The Prometheus text exposition.

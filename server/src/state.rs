@@ -34,6 +34,8 @@ pub struct Inner {
     pub openapi: serde_json::Value,
     /// A client for outgoing HTTP (webhooks).
     pub http: reqwest::Client,
+    /// Push provider clients (APNs, FCM), those that are configured.
+    pub push: crate::push::PushClients,
 }
 
 impl Deref for AppState {
@@ -45,11 +47,19 @@ impl Deref for AppState {
 
 impl AppState {
     /// Wraps the parts into a state.
-    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>, server_key: ServerKey) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        server_key: ServerKey,
+        push: crate::push::PushClients,
+    ) -> Self {
         let openapi = serde_json::to_value(crate::http::openapi()).unwrap_or_default();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("assent/", env!("CARGO_PKG_VERSION")))
+            // A webhook endpoint answers itself; following redirects would let it point us elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         AppState(Arc::new(Inner {
@@ -61,11 +71,13 @@ impl AppState {
             metrics: Metrics::new(),
             openapi,
             http,
+            push,
         }))
     }
 
-    /// The current time.
+    /// The current time, at the millisecond precision the database keeps, so what an
+    /// answer says and what a later read says agree.
     pub fn now(&self) -> time::OffsetDateTime {
-        self.clock.now()
+        crate::clock::from_millis(crate::clock::to_millis(self.clock.now()))
     }
 }

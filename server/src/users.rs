@@ -250,7 +250,11 @@ pub async fn delete(store: &Store, id: &UserId, now: OffsetDateTime, actor: &Act
     if !store::users::delete(&mut tx, id.as_str()).await? {
         return Err(Error::NotFound("user"));
     }
-    audit::record(&mut tx, now, "user.deleted", Some(id.as_str()), actor, serde_json::json!({})).await?;
+    // Their devices can never sign anything again, even for a new user with the same id.
+    let revoked = store::devices::revoke_all_for_user(&mut tx, id.as_str(), to_millis(now)).await?;
+    store::challenges::cancel_pending_for_user(&mut tx, id.as_str(), to_millis(now)).await?;
+    let data = serde_json::json!({ "devices_revoked": revoked });
+    audit::record(&mut tx, now, "user.deleted", Some(id.as_str()), actor, data).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -8,15 +8,17 @@ use tokio::sync::{Notify, broadcast};
 #[derive(Debug)]
 pub struct Wake {
     challenges: broadcast::Sender<String>,
-    /// Kicks the outbox workers (webhooks, push deliveries).
+    /// Kicks the webhook worker.
     pub outbox: Notify,
+    /// Kicks the push delivery worker.
+    pub push: Notify,
 }
 
 impl Wake {
     /// New, unconnected channels.
     pub fn new() -> Self {
         let (challenges, _) = broadcast::channel(1024);
-        Wake { challenges, outbox: Notify::new() }
+        Wake { challenges, outbox: Notify::new(), push: Notify::new() }
     }
 
     /// Subscribes to challenge changes (ids of challenges that left `pending`).

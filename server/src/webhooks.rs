@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::webhooks::{self as outbox, OutboxRow};
 
-/// Attempts before a message is given up on (about a day and a half of backoff).
+/// Attempts before a message is given up on (about 14 hours of backoff in all).
 pub const MAX_ATTEMPTS: i64 = 15;
 /// How long a claimed message is reserved for the worker that claimed it.
 const LEASE: Duration = Duration::from_secs(60);
@@ -38,8 +38,11 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &str) -> Result<St
 }
 
 /// Checks every configured secret decodes, so a typo fails at start, not at first event.
-pub fn validate_endpoints(endpoints: &[WebhookEndpoint]) -> Result<()> {
+pub fn validate_endpoints(endpoints: &[WebhookEndpoint], mode: crate::config::Mode) -> Result<()> {
     for e in endpoints {
+        if mode == crate::config::Mode::Production && !e.url.starts_with("https://") {
+            return Err(Error::internal(format!("webhook url {} must be https in production mode", e.url)));
+        }
         sign(e.secret.expose(), "msg_check", 0, "")
             .map_err(|_| Error::internal(format!("webhook {}: secret must be whsec_<base64>", e.url)))?;
         if !(e.url.starts_with("https://") || e.url.starts_with("http://")) {

@@ -24,6 +24,7 @@ impl Workers {
         let token = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::webhooks::run_worker(state.clone(), token.clone()));
+        tasks.spawn(crate::deliveries::run_worker(state.clone(), token.clone()));
         tasks.spawn(every(Duration::from_secs(1), token.clone(), state.clone(), |s| async move {
             crate::challenges::expire_due(&s, None).await.map(drop)
         }));

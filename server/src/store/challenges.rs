@@ -156,6 +156,19 @@ pub async fn supersede_pending_push(conn: &mut AnyConnection, user_id: &str, now
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
+/// Cancels every pending challenge of a user (the user is being deleted).
+pub async fn cancel_pending_for_user(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE challenges SET status = 'cancelled', reason = 'user_deleted', decided_at = $1
+         WHERE user_id = $2 AND status = 'pending'",
+    )
+    .bind(now)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Creation times (Unix ms) of the user's push challenges since `since`, oldest first.
 pub async fn recent_push_times(conn: &mut AnyConnection, user_id: &str, since: i64) -> Result<Vec<i64>> {
     let rows: Vec<(i64,)> = sqlx::query_as(
@@ -273,4 +286,110 @@ pub async fn pending_for_device<'e>(
     .bind(now)
     .fetch_all(db)
     .await?)
+}
+
+/// A claimed push delivery with what is needed to send it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueDelivery {
+    /// The challenge.
+    pub challenge_id: String,
+    /// The device.
+    pub device_id: String,
+    /// apns | fcm
+    pub provider: String,
+    /// Sends tried so far.
+    pub attempts: i64,
+}
+
+/// Claims up to `limit` due deliveries until `lease_until` (no other worker, on any replica,
+/// takes them meanwhile).
+pub async fn claim_due_deliveries(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+) -> Result<Vec<DueDelivery>> {
+    let sql = format!(
+        "UPDATE push_deliveries SET claimed_until = $1
+         WHERE (challenge_id, device_id) IN (
+             SELECT challenge_id, device_id FROM push_deliveries
+             WHERE status = 'pending' AND next_attempt_at <= $2 AND claimed_until <= $2
+             ORDER BY next_attempt_at LIMIT $3 {})
+         RETURNING challenge_id, device_id, provider, attempts",
+        backend.skip_locked()
+    );
+    Ok(sqlx::query_as(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(conn).await?)
+}
+
+/// What a delivery goes to: the device's current push token, and whether the challenge can
+/// still be answered by it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryTarget {
+    /// The device's push token now (it may have changed since the challenge).
+    pub push_token: Option<String>,
+    /// The device's provider now.
+    pub push_provider: String,
+    /// Unix ms, when revoked.
+    pub revoked_at: Option<i64>,
+    /// The challenge's status.
+    pub status: String,
+    /// Unix ms.
+    pub expires_at: i64,
+}
+
+/// Loads the target of a delivery.
+pub async fn delivery_target<'e>(
+    db: impl Executor<'e, Database = Any>,
+    challenge_id: &str,
+    device_id: &str,
+) -> Result<Option<DeliveryTarget>> {
+    Ok(sqlx::query_as(
+        "SELECT d.push_token, d.push_provider, d.revoked_at, c.status, c.expires_at
+         FROM devices d, challenges c WHERE d.id = $1 AND c.id = $2",
+    )
+    .bind(device_id)
+    .bind(challenge_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Records the outcome of a send: `status` with `error`; `next_attempt_at` when retried.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_delivery(
+    conn: &mut AnyConnection,
+    challenge_id: &str,
+    device_id: &str,
+    status: &str,
+    error: Option<&str>,
+    next_attempt_at: Option<i64>,
+    counted: bool,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE push_deliveries SET status = $1, error = $2, next_attempt_at = COALESCE($3, next_attempt_at),
+                attempts = attempts + $4, claimed_until = 0, updated_at = $5
+         WHERE challenge_id = $6 AND device_id = $7",
+    )
+    .bind(status)
+    .bind(error)
+    .bind(next_attempt_at)
+    .bind(i64::from(counted))
+    .bind(now)
+    .bind(challenge_id)
+    .bind(device_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Clears a device's push token if it is still `token` (Apple or Google said it is gone);
+/// returns whether it was cleared.
+pub async fn clear_push_token(conn: &mut AnyConnection, device_id: &str, token: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE devices SET push_token = NULL WHERE id = $1 AND push_token = $2")
+        .bind(device_id)
+        .bind(token)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod deliveries;
 mod foundation;
 mod providers;
 mod push;

@@ -28,6 +28,7 @@ both_databases!(
     long_poll_wakes_on_decision,
     webhook_retried_until_accepted_once,
     cancel_challenge,
+    deleted_user_leaves_nothing_behind,
 );
 
 async fn setup(app: &TestApp, user: &str) -> (Rp, Phone) {
@@ -559,4 +560,18 @@ async fn cancel_challenge(db: Db) {
     rp.challenge(json!({"user_id": "quinn", "details": [{"label": "", "value": "x"}]}))
         .await
         .problem(422, "invalid_details");
+}
+
+async fn deleted_user_leaves_nothing_behind(db: Db) {
+    let app = TestApp::new(db).await;
+    let (rp, phone) = setup(&app, "rose").await;
+    let (id, _) = new_challenge(&rp, json!({"user_id": "rose"})).await;
+    let r = rp.call(reqwest::Method::DELETE, "/v1/users/rose", None).await;
+    assert_eq!(r.status, 204);
+    phone.send("GET", "/v1/device/challenges", None).await.problem(401, "device_revoked");
+    assert_eq!(rp.get(&format!("/v1/challenges/{id}")).await.body["status"], "cancelled");
+    // A new user with the same id starts with no device.
+    rp.user("rose", "Another Rose").await;
+    assert_eq!(rp.get("/v1/users/rose/devices").await.body, json!([]));
+    rp.challenge(json!({"user_id": "rose"})).await.problem(422, "no_factor");
 }

@@ -8,43 +8,16 @@ use assent_server::config::{Mode, Secret};
 use assent_server::push::{FcmClient, FcmConfig, PushMessage, PushOutcome, PushSender};
 use assent_tests::fakes::JWT_BEARER_GRANT;
 use axum::http::Method;
-use ring::signature::KeyPair as _;
-use rustls_pki_types::pem::PemObject as _;
 use serde_json::json;
 
 use assent_tests::fakes::{FakeFcm, Reply, at, fcm_error};
 
-/// A throwaway RSA key, generated for these tests only; it authorises nothing anywhere.
-pub const TEST_KEY_PEM: &str = include_str!("../../../../tests/fixtures/fcm-test-key.pem");
-const CLIENT_EMAIL: &str = "assent-push@example-project.iam.gserviceaccount.com";
-const KEY_ID: &str = "0123456789abcdef0123456789abcdef01234567";
-const PROJECT: &str = "example-project";
+pub use assent_tests::fakes::fcm_service_account as service_account_json;
+use assent_tests::fakes::{
+    FCM_CLIENT_EMAIL as CLIENT_EMAIL, FCM_KEY_ID as KEY_ID, FCM_PROJECT as PROJECT, fcm_test_public_key as public_key,
+};
 const DEVICE: &str = "fcm-registration-token:APA91bH-example";
 const CHALLENGE: &str = "chl_0123456789abcdef0123456789abcdef";
-
-/// The service account key as Google issues it, aimed at `token_uri`.
-pub fn service_account_json(token_uri: &str) -> String {
-    json!({
-        "type": "service_account",
-        "project_id": PROJECT,
-        "private_key_id": KEY_ID,
-        "private_key": TEST_KEY_PEM,
-        "client_email": CLIENT_EMAIL,
-        "client_id": "123456789012345678901",
-        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-        "token_uri": token_uri,
-        "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
-        "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/assent-push",
-        "universe_domain": "googleapis.com"
-    })
-    .to_string()
-}
-
-fn public_key() -> Vec<u8> {
-    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(TEST_KEY_PEM.as_bytes()).unwrap();
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
-    pair.public_key().as_ref().to_vec()
-}
 
 pub fn config() -> FcmConfig {
     FcmConfig { credentials_file: None, credentials: None, project_id: None, base_url: None, timeout_seconds: 5 }
