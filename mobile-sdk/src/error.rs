@@ -345,7 +345,9 @@ impl From<Error> for AssentError {
             }
             Error::Storage(_) | Error::CorruptState(_) => AssentError::Storage { detail },
             Error::Protocol(_) | Error::Task(_) => AssentError::Internal { detail },
-            Error::Http(_) => AssentError::Network { detail },
+            Error::Http(e) => AssentError::Network {
+                detail: with_sources(&e),
+            },
             Error::UnexpectedResponse { status, reason } => AssentError::Server {
                 status,
                 code: None,
@@ -354,6 +356,19 @@ impl From<Error> for AssentError {
             Error::Status { status, problem } => from_status(status, problem.unwrap_or_default()),
         }
     }
+}
+
+/// `e` and its sources, `: `-separated (reqwest's own message hides the cause: DNS, refused
+/// connection, certificate).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The public error for a non-success HTTP status, from its status and problem `code`.
