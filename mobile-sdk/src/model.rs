@@ -199,7 +199,7 @@ pub struct Challenge {
 }
 
 /// Where a challenge stands on the server.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum ChallengeStatus {
     /// Not answered yet.
     Pending,
@@ -215,11 +215,8 @@ pub enum ChallengeStatus {
     Cancelled,
     /// Failed.
     Failed,
-    /// A status this SDK version does not know.
-    Unknown {
-        /// The status as sent.
-        status: String,
-    },
+    /// A status this SDK version does not know (a newer server).
+    Other,
 }
 
 impl From<&str> for ChallengeStatus {
@@ -232,9 +229,7 @@ impl From<&str> for ChallengeStatus {
             "expired" => ChallengeStatus::Expired,
             "cancelled" => ChallengeStatus::Cancelled,
             "failed" => ChallengeStatus::Failed,
-            other => ChallengeStatus::Unknown {
-                status: other.to_owned(),
-            },
+            _ => ChallengeStatus::Other,
         }
     }
 }
@@ -312,12 +307,7 @@ mod tests {
             ChallengeStatus::from("fraud_reported"),
             ChallengeStatus::FraudReported
         );
-        assert_eq!(
-            ChallengeStatus::from("weird"),
-            ChallengeStatus::Unknown {
-                status: "weird".into()
-            }
-        );
+        assert_eq!(ChallengeStatus::from("weird"), ChallengeStatus::Other);
         assert_eq!(system_time(-5), UNIX_EPOCH);
         assert_eq!(system_time(10), UNIX_EPOCH + Duration::from_secs(10));
     }
