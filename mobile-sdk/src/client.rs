@@ -14,8 +14,8 @@ use assent_protocol::jws::{self, JwsType, KeyRef};
 use assent_protocol::messages::{self, proof_authorization};
 use assent_protocol::{
     ChallengeResponseRequest, Decision, DeviceChallenge, DeviceChallengeList, EcPublicJwk,
-    EnrollClaims, EnrollResponse, EnrollUri, ProofClaims, PushPayload, PushRegistration as WirePush,
-    PushTokenUpdate,
+    EnrollClaims, EnrollResponse, EnrollUri, ProofClaims, PushPayload,
+    PushRegistration as WirePush, PushTokenUpdate,
 };
 use reqwest::{Method, Url};
 use serde::Deserialize;
@@ -307,13 +307,19 @@ impl AssentClient {
 
     /// Signs a JWS signing input with the device key and assembles the compact token, after
     /// checking the key store's signature against the device public key.
-    async fn sign_jws(&self, alias: &str, device_key: &EcPublicJwk, input: String) -> Result<String> {
+    async fn sign_jws(
+        &self,
+        alias: &str,
+        device_key: &EcPublicJwk,
+        input: String,
+    ) -> Result<String> {
         let alias = alias.to_owned();
         let message = input.as_bytes().to_vec();
         let signature = self
             .key_store_call("sign", move |ks| ks.sign(alias, message))
             .await?;
-        let (raw, _) = normalize_signature(&signature, input.as_bytes(), device_key.verifying_key())?;
+        let (raw, _) =
+            normalize_signature(&signature, input.as_bytes(), device_key.verifying_key())?;
         Ok(jws::assemble(&input, raw))
     }
 
@@ -373,9 +379,7 @@ impl AssentClient {
         let create_alias = alias.clone();
         self.key_store_call("create_key", move |ks| ks.create_key(create_alias))
             .await?;
-        let result = self
-            .register(&base, &uri, name, &device, &alias)
-            .await;
+        let result = self.register(&base, &uri, name, &device, &alias).await;
         if result.is_err() {
             // Best effort: the key is useless without an enrollment.
             let delete_alias = alias.clone();
@@ -607,8 +611,7 @@ impl AssentClient {
         {
             Ok(_) => {}
             // Already revoked or gone on the server: finish locally.
-            Err(e)
-                if e.problem_code() == Some("device_revoked") || e.status() == Some(404) => {}
+            Err(e) if e.problem_code() == Some("device_revoked") || e.status() == Some(404) => {}
             Err(e) => return Err(e),
         }
         self.forget(Some(state.key_alias)).await

@@ -75,7 +75,10 @@ pub(crate) fn path_and_query(url: &Url) -> String {
 
 /// Builds the HTTP client: rustls with the Mozilla root set plus `extra_roots_pem`, TLS
 /// certificate checks on (there is deliberately no switch to turn them off), no redirects.
-pub(crate) fn build_client(timeout: Duration, extra_roots_pem: &[String]) -> Result<reqwest::Client> {
+pub(crate) fn build_client(
+    timeout: Duration,
+    extra_roots_pem: &[String],
+) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())

@@ -204,7 +204,11 @@ impl KeyStore for SoftwareKeyStore {
 
     fn public_key(&self, alias: String) -> Result<Vec<u8>, KeyStoreError> {
         let key = self.key(&alias)?;
-        Ok(key.verifying_key().to_encoded_point(false).as_bytes().to_vec())
+        Ok(key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec())
     }
 
     fn delete_key(&self, alias: String) -> Result<(), KeyStoreError> {
@@ -250,10 +254,12 @@ pub fn check_key_store(key_store: Arc<dyn KeyStore>) -> Result<KeyStoreReport, A
             source,
         })?;
     let result = exercise_key(key_store.as_ref(), &alias);
-    let deleted = key_store.delete_key(alias).map_err(|source| Error::KeyStore {
-        op: "delete_key",
-        source,
-    });
+    let deleted = key_store
+        .delete_key(alias)
+        .map_err(|source| Error::KeyStore {
+            op: "delete_key",
+            source,
+        });
     let report = result?;
     deleted?;
     Ok(report)
@@ -357,7 +363,8 @@ mod tests {
 
     #[test]
     fn check_key_store_reports_format_and_cleans_up() {
-        let store = Arc::new(SoftwareKeyStore::new(SignatureFormat::Der).with_user_verification(true));
+        let store =
+            Arc::new(SoftwareKeyStore::new(SignatureFormat::Der).with_user_verification(true));
         let report = check_key_store(store.clone()).unwrap();
         assert_eq!(report.signature_format, SignatureFormat::Der);
         assert_eq!(

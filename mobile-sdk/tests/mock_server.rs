@@ -2,6 +2,7 @@
 //! the server with `assent-protocol`: it verifies enrollment proofs of possession, request
 //! proofs and response JWS exactly as the contract says, and signs challenges. The real server
 //! is exercised by the workspace end-to-end tests.
+#![allow(clippy::unwrap_used, clippy::result_large_err)] // Test code: a failed unwrap is a failed test.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -62,7 +63,12 @@ impl Mock {
 
     /// Adds a pending challenge for every device, signed by `signer` (the server key unless a
     /// test forges one).
-    fn add_challenge(&self, number_choices: Option<Vec<u8>>, ttl: i64, signer: Option<&SigningKey>) -> String {
+    fn add_challenge(
+        &self,
+        number_choices: Option<Vec<u8>>,
+        ttl: i64,
+        signer: Option<&SigningKey>,
+    ) -> String {
         let mut data = self.data();
         let id = format!("chl_{}", data.challenges.len() + 1);
         let now = SystemClock.now();
@@ -105,7 +111,13 @@ fn problem(status: StatusCode, code: &str) -> Response {
 }
 
 /// Checks `Authorization: Assent-Proof` as the server must; returns the device id.
-fn authenticate(mock: &Mock, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
+fn authenticate(
+    mock: &Mock,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, Response> {
     let unauthorized = || problem(StatusCode::UNAUTHORIZED, "invalid_proof");
     let value = headers
         .get("authorization")
@@ -160,7 +172,12 @@ async fn enroll(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: String)
     (StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
-async fn list(State(mock): State<Arc<Mock>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn list(
+    State(mock): State<Arc<Mock>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authenticate(&mock, &method, &uri, &headers, b"") {
         return r;
     }
@@ -177,7 +194,13 @@ async fn list(State(mock): State<Arc<Mock>>, method: Method, uri: Uri, headers: 
     axum::Json(DeviceChallengeList { challenges }).into_response()
 }
 
-async fn one(State(mock): State<Arc<Mock>>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn one(
+    State(mock): State<Arc<Mock>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authenticate(&mock, &method, &uri, &headers, b"") {
         return r;
     }
@@ -229,7 +252,13 @@ async fn respond(
     axum::Json(json!({"id": id, "status": challenge.2})).into_response()
 }
 
-async fn push_token(State(mock): State<Arc<Mock>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn push_token(
+    State(mock): State<Arc<Mock>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authenticate(&mock, &method, &uri, &headers, &body) {
         return r;
     }
@@ -237,7 +266,12 @@ async fn push_token(State(mock): State<Arc<Mock>>, method: Method, uri: Uri, hea
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn delete_device(State(mock): State<Arc<Mock>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn delete_device(
+    State(mock): State<Arc<Mock>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     match authenticate(&mock, &method, &uri, &headers, b"") {
         Ok(device_id) => {
             mock.data().devices.remove(&device_id);
@@ -293,7 +327,10 @@ async fn enroll_list_approve_with_and_without_number_matching() {
         let keys = Arc::new(SoftwareKeyStore::new(format).with_user_verification(true));
         let client = client(keys.clone(), Arc::new(MemoryStateStore::new()));
         assert!(!client.is_enrolled());
-        assert_eq!(client.pending_challenges().await, Err(AssentError::NotEnrolled));
+        assert_eq!(
+            client.pending_challenges().await,
+            Err(AssentError::NotEnrolled)
+        );
 
         let enrollment = client.enroll(uri.clone(), phone()).await.unwrap();
         assert_eq!(enrollment.device_id, "dev_1");
@@ -543,7 +580,9 @@ async fn refusals_before_any_request() {
         Err(AssentError::InvalidInput { detail }) if detail.contains("https")
     ));
     assert!(matches!(
-        client.enroll("https://not-an-enroll-uri".into(), phone()).await,
+        client
+            .enroll("https://not-an-enroll-uri".into(), phone())
+            .await,
         Err(AssentError::InvalidInput { .. })
     ));
     assert_eq!(
@@ -551,11 +590,17 @@ async fn refusals_before_any_request() {
         Ok("chl_abc".into())
     );
     assert_eq!(
-        client.handle_push_json(r#"{"aps":{"alert":"Sign-in request"},"challenge_id":"chl_abc"}"#.into()),
+        client.handle_push_json(
+            r#"{"aps":{"alert":"Sign-in request"},"challenge_id":"chl_abc"}"#.into()
+        ),
         Ok("chl_abc".into())
     );
     assert!(client.handle_push(HashMap::new()).is_err());
-    assert!(client.handle_push_json(r#"{"challenge_id":"../x"}"#.into()).is_err());
+    assert!(
+        client
+            .handle_push_json(r#"{"challenge_id":"../x"}"#.into())
+            .is_err()
+    );
     assert!(matches!(
         AssentClient::new(
             Arc::new(SoftwareKeyStore::default()),

@@ -168,8 +168,8 @@ fn open(cli: &Cli, server: Option<String>) -> Result<Arc<AssentClient>> {
         ..ClientConfig::default()
     };
     if let Some(path) = &cli.ca_cert {
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let pem =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         config.extra_root_certificates_pem.push(pem);
     }
     let store = Arc::new(FileStore {
@@ -329,7 +329,10 @@ async fn watch(client: &AssentClient, interval: Duration) -> Result<()> {
             };
             match result {
                 Ok(outcome) => print_outcome(&outcome.status),
-                Err(e @ (AssentError::Expired | AssentError::AlreadyDecided | AssentError::NotFound)) => {
+                Err(
+                    e
+                    @ (AssentError::Expired | AssentError::AlreadyDecided | AssentError::NotFound),
+                ) => {
                     println!("not answered: {e}");
                 }
                 Err(e) => return Err(explain(e)),
@@ -392,7 +395,10 @@ fn print_outcome(status: &ChallengeStatus) {
 /// Asks which number the sign-in page shows, until the answer is one of the choices.
 async fn ask_number(choices: &[u32]) -> Result<u32> {
     for _ in 0..3 {
-        let question = format!("Which number does the sign-in page show? [{}] ", numbers(choices));
+        let question = format!(
+            "Which number does the sign-in page show? [{}] ",
+            numbers(choices)
+        );
         let Some(answer) = prompt(&question).await? else {
             break;
         };
@@ -411,7 +417,10 @@ async fn prompt(question: &str) -> Result<Option<String>> {
     io::stdout().flush()?;
     let line = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
-        io::stdin().lock().read_line(&mut line).map(|n| (n > 0).then_some(line))
+        io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map(|n| (n > 0).then_some(line))
     })
     .await??;
     Ok(line)
