@@ -57,6 +57,10 @@ pub enum AssentError {
     /// The user dismissed the biometric / PIN prompt. Nothing was sent.
     #[error("user verification was cancelled")]
     UserCancelled,
+    /// The device key needs a fresh biometric / PIN verification (Android: the key's
+    /// authentication window is over). Verify the user, then call again. Nothing was sent.
+    #[error("user verification is required")]
+    UserVerificationRequired,
     /// The key store failed in another way.
     #[error("key store error: {detail}")]
     KeyStore {
@@ -111,6 +115,10 @@ pub enum KeyStoreError {
     /// The user dismissed the biometric / PIN prompt.
     #[error("user cancelled")]
     UserCancelled,
+    /// The key can only sign after a fresh user verification (Android
+    /// `UserNotAuthenticatedException`): the app should prompt, then retry.
+    #[error("user verification required")]
+    UserVerificationRequired,
     /// Anything else.
     #[error("{detail}")]
     Failed {
@@ -338,6 +346,7 @@ impl From<Error> for AssentError {
             Error::KeyStore { source, .. } => match source {
                 KeyStoreError::KeyInvalidated => AssentError::KeyInvalidated,
                 KeyStoreError::UserCancelled => AssentError::UserCancelled,
+                KeyStoreError::UserVerificationRequired => AssentError::UserVerificationRequired,
                 KeyStoreError::Failed { .. } => AssentError::KeyStore { detail },
             },
             Error::BadPublicKey(_) | Error::BadKeyStoreSignature => {
