@@ -22,8 +22,6 @@ use crate::state::AppState;
 use crate::store::{self, challenges::ChallengeRow};
 use crate::users::UserId;
 
-/// At most this many push challenges per user per [`FATIGUE_WINDOW`].
-pub const MAX_PUSH_PER_WINDOW: usize = 5;
 /// The anti-fatigue window.
 pub const FATIGUE_WINDOW: Duration = Duration::minutes(10);
 /// Longest long-poll.
@@ -280,15 +278,17 @@ pub async fn create(
             "push is locked for this user after a fraud report; unlock the user first",
         ));
     }
-    let recent =
-        store::challenges::recent_push_times(&mut tx, user_id.as_str(), to_millis(now - FATIGUE_WINDOW)).await?;
-    if recent.len() >= MAX_PUSH_PER_WINDOW {
-        let oldest = recent.get(recent.len() - MAX_PUSH_PER_WINDOW).copied().unwrap_or(now_ms);
+    let limit = state.config.challenges.push_per_user_per_10_minutes;
+    let since = to_millis(now - FATIGUE_WINDOW);
+    let recent = store::challenges::recent_push_times(&mut tx, user_id.as_str(), since, i64::from(limit)).await?;
+    if recent.len() >= limit as usize {
+        // The oldest of the last `limit` leaves the window first.
+        let oldest = recent.last().copied().unwrap_or(now_ms);
         let free_at = oldest + i64::try_from(FATIGUE_WINDOW.whole_milliseconds()).unwrap_or(600_000);
         let retry_after = u64::try_from((free_at - now_ms + 999) / 1000).unwrap_or(1).max(1);
         return Err(Error::RateLimited {
             retry_after,
-            detail: format!("at most {MAX_PUSH_PER_WINDOW} push challenges per user per 10 minutes"),
+            detail: format!("at most {limit} push challenges per user per 10 minutes"),
         });
     }
     let superseded = store::challenges::supersede_pending_push(&mut tx, user_id.as_str(), now_ms).await?;

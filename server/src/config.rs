@@ -46,6 +46,23 @@ pub struct Config {
     pub webhooks: Vec<WebhookEndpoint>,
     /// Push providers (`[push.apns]`, `[push.fcm]`); none by default (poll-only devices).
     pub push: PushConfig,
+    /// Anti-fatigue limits on push challenges.
+    pub challenges: ChallengeLimits,
+}
+
+/// Anti-fatigue limits (DESIGN section 4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChallengeLimits {
+    /// Push challenges a user may receive per 10 minutes (default 5). Raise it only for load
+    /// tests: it is what stops push bombing.
+    pub push_per_user_per_10_minutes: u32,
+}
+
+impl Default for ChallengeLimits {
+    fn default() -> Self {
+        ChallengeLimits { push_per_user_per_10_minutes: 5 }
+    }
 }
 
 /// A webhook receiver.
@@ -81,6 +98,7 @@ impl Default for Config {
             server_key_file: None,
             webhooks: Vec::new(),
             push: PushConfig::default(),
+            challenges: ChallengeLimits::default(),
         }
     }
 }
@@ -115,6 +133,7 @@ const ENV_KEYS: &[&str] = &[
     "server_key_file",
     "webhooks",
     "push",
+    "challenges",
 ];
 
 /// A secret configuration value (a private key, an API secret). `Debug` and `Serialize` print

@@ -169,14 +169,16 @@ pub async fn cancel_pending_for_user(conn: &mut AnyConnection, user_id: &str, no
     Ok(done.rows_affected())
 }
 
-/// Creation times (Unix ms) of the user's push challenges since `since`, oldest first.
-pub async fn recent_push_times(conn: &mut AnyConnection, user_id: &str, since: i64) -> Result<Vec<i64>> {
+/// Creation times (Unix ms) of the user's newest `limit` push challenges since `since`,
+/// newest first.
+pub async fn recent_push_times(conn: &mut AnyConnection, user_id: &str, since: i64, limit: i64) -> Result<Vec<i64>> {
     let rows: Vec<(i64,)> = sqlx::query_as(
         "SELECT created_at FROM challenges WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
-         ORDER BY created_at",
+         ORDER BY created_at DESC LIMIT $3",
     )
     .bind(user_id)
     .bind(since)
+    .bind(limit)
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(|(t,)| t).collect())
