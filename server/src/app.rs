@@ -12,6 +12,7 @@ use crate::audit::Actor;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fallback::Fallback;
 use crate::http::{self, AppState};
 use crate::keys::ServerKey;
 use crate::store::{Store, settings};
@@ -31,13 +32,17 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 /// Builds the application state: database ready, signing key loaded, bootstrap key issued.
 pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
     crate::webhooks::validate_endpoints(&config.webhooks)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::internal(format!("creating data directory {}: {e}", config.data_dir.display())))?;
+    let fallback = Fallback::from_config(&config)?;
     let store = open_store(&config).await?;
     let server_key = ServerKey::load_or_create(&config)?;
     check_server_key(&store, &server_key).await?;
+    fallback.pepper.check_shared(&store).await?;
     if let Some(path) = issue_bootstrap_key(&store, &config.data_dir, clock.now()).await? {
         eprintln!("assent: created the first API key and wrote it to {}", path.display());
     }
-    Ok(AppState::new(config, store, clock, server_key))
+    Ok(AppState::new(config, store, clock, server_key, fallback))
 }
 
 /// Every replica on one database must sign with the same key, or phones that pinned it

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::fallback::Fallback;
 use crate::keys::ServerKey;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -32,8 +33,10 @@ pub struct Inner {
     pub metrics: Metrics,
     /// The OpenAPI document, generated from the routes at start.
     pub openapi: serde_json::Value,
-    /// A client for outgoing HTTP (webhooks).
+    /// A client for outgoing HTTP (webhooks, SMS providers).
     pub http: reqwest::Client,
+    /// SMS and email senders and the code pepper.
+    pub fallback: Fallback,
 }
 
 impl Deref for AppState {
@@ -45,7 +48,7 @@ impl Deref for AppState {
 
 impl AppState {
     /// Wraps the parts into a state.
-    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>, server_key: ServerKey) -> Self {
+    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>, server_key: ServerKey, fallback: Fallback) -> Self {
         let openapi = serde_json::to_value(crate::http::openapi()).unwrap_or_default();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
@@ -61,6 +64,7 @@ impl AppState {
             metrics: Metrics::new(),
             openapi,
             http,
+            fallback,
         }))
     }
 

@@ -92,6 +92,8 @@ fn rp_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(challenges::create))
         .routes(routes!(challenges::get))
         .routes(routes!(challenges::cancel))
+        .routes(routes!(challenges::verify))
+        .routes(routes!(challenges::resend))
 }
 
 /// Routes for phones, all behind a device proof.
