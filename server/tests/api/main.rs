@@ -3,5 +3,6 @@
 
 mod support;
 
+mod fallback;
 mod foundation;
 mod push;
