@@ -487,6 +487,14 @@ async fn replay(state: &AppState, existing: ChallengeRow, request_hash: &str) ->
     if existing.request_hash.as_deref() != Some(request_hash) {
         return Err(Error::conflict("idempotency_conflict", "this Idempotency-Key was used with a different request"));
     }
+    // The first answer was that no provider took the code: a retry gets the same answer.
+    if existing.reason.as_deref() == Some("delivery_failed") {
+        return Err(Error::DeliveryFailed {
+            detail: "no provider accepted the code for this challenge (an earlier request with this Idempotency-Key)"
+                .into(),
+            challenge_id: Some(existing.id),
+        });
+    }
     let destination = match existing.factor.as_str() {
         "push" => None,
         _ => store::otp::get(state.store.reader(), &existing.id).await?.map(|o| mask(&o.channel, &o.destination)),

@@ -47,10 +47,12 @@ pub async fn send(state: &AppState, to: &str, subject: &str, body: &str) -> Resu
     };
     match provider.send(to, subject, body).await {
         Ok(message_id) => {
+            state.metrics.message("email", provider.name(), "accepted");
             tracing::info!(provider = provider.name(), message_id = %message_id, "email accepted");
             Ok(Delivered { provider: provider.name().to_owned(), message_id })
         }
         Err(error) => {
+            state.metrics.message("email", provider.name(), "failed");
             tracing::warn!(provider = provider.name(), %error, "email delivery failed");
             Err(Error::DeliveryFailed {
                 detail: "the mail server did not accept the message; its answer is in the server log".into(),

@@ -20,6 +20,17 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of a code message (SMS or email) handed to a provider.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// `sms` or `email`.
+    pub channel: String,
+    /// The provider's configured name.
+    pub provider: String,
+    /// `accepted`, `failed` or `timeout`.
+    pub outcome: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -30,6 +41,17 @@ pub struct Metrics {
     pub request_duration: Family<RequestLabels, Histogram>,
     /// Long-polls (`GET /v1/challenges/{id}?wait=`) waiting right now.
     pub long_polls: Gauge,
+    /// SMS and email messages handed to providers, by outcome.
+    pub messages: Family<MessageLabels, Counter>,
+}
+
+impl Metrics {
+    /// Counts one attempt to hand a message to a provider.
+    pub fn message(&self, channel: &str, provider: &str, outcome: &str) {
+        let labels =
+            MessageLabels { channel: channel.to_owned(), provider: provider.to_owned(), outcome: outcome.to_owned() };
+        self.messages.get_or_create(&labels).inc();
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -46,7 +68,13 @@ impl Metrics {
         registry.register("http_request_duration_seconds", "Time to answer HTTP requests", request_duration.clone());
         let long_polls = Gauge::default();
         registry.register("challenge_long_polls", "Long-polls waiting for a challenge decision", long_polls.clone());
-        Metrics { registry: Arc::new(registry), requests, request_duration, long_polls }
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "SMS and email messages handed to providers, by channel, provider and outcome",
+            messages.clone(),
+        );
+        Metrics { registry: Arc::new(registry), requests, request_duration, long_polls, messages }
     }
 
     /// The Prometheus text exposition.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, Mode, Secret, SmsConfig, SmsProviderConfig};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// A boxed, sendable future (what a provider's `send` returns, so providers can be trait objects).
@@ -101,7 +102,7 @@ impl SmsChain {
     }
 
     /// Tries each provider in turn; an error or a timeout moves on to the next.
-    pub async fn deliver(&self, http: &reqwest::Client, to: &str, text: &str) -> Result<Delivered> {
+    pub async fn deliver(&self, http: &reqwest::Client, metrics: &Metrics, to: &str, text: &str) -> Result<Delivered> {
         if self.providers.is_empty() {
             return Err(Error::invalid("factor_not_configured", "no SMS provider is configured"));
         }
@@ -109,17 +110,22 @@ impl SmsChain {
             let outcome = tokio::time::timeout(self.timeout, provider.send(http, to, text)).await;
             match outcome {
                 Ok(Ok(message_id)) => {
+                    metrics.message("sms", provider.name(), "accepted");
                     tracing::info!(provider = provider.name(), message_id = %message_id, "SMS accepted");
                     return Ok(Delivered { provider: provider.name().to_owned(), message_id });
                 }
                 Ok(Err(error)) => {
-                    tracing::warn!(provider = provider.name(), %error, "SMS provider failed; trying the next")
+                    metrics.message("sms", provider.name(), "failed");
+                    tracing::warn!(provider = provider.name(), %error, "SMS provider failed; trying the next");
                 }
-                Err(_) => tracing::warn!(
-                    provider = provider.name(),
-                    timeout_secs = self.timeout.as_secs(),
-                    "SMS provider timed out; trying the next"
-                ),
+                Err(_) => {
+                    metrics.message("sms", provider.name(), "timeout");
+                    tracing::warn!(
+                        provider = provider.name(),
+                        timeout_secs = self.timeout.as_secs(),
+                        "SMS provider timed out; trying the next"
+                    );
+                }
             }
         }
         Err(Error::DeliveryFailed {
@@ -152,7 +158,7 @@ fn base_url(configured: Option<&str>, default: &str) -> Result<String> {
 /// Sends an SMS through the provider chain. The number must be E.164 and should have passed
 /// [`admit`] first.
 pub async fn send(state: &AppState, number: &str, text: &str) -> Result<Delivered> {
-    state.fallback.sms.deliver(&state.http, number, text).await
+    state.fallback.sms.deliver(&state.http, &state.metrics, number, text).await
 }
 
 /// A number that may be sent to.

@@ -231,6 +231,31 @@ async fn no_provider_delivers(db: Db) {
     assert_eq!(view["reason"], "delivery_failed");
     assert_eq!(view["otp"]["delivery"], "failed");
     assert_eq!(event_kinds(&rp, "jane").await, ["user.created", "challenge.created", "challenge.failed"]);
+
+    // Each attempt is counted by provider and outcome.
+    let metrics = reqwest::get(format!("{}/metrics", app.url)).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"assent_messages_total{channel="sms",provider="twilio",outcome="timeout"} 1"#,
+        r#"assent_messages_total{channel="sms",provider="vonage",outcome="failed"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
+    }
+
+    // A retry with the same Idempotency-Key gets the same answer, and sends nothing.
+    let body = json!({ "user_id": "jane" });
+    let first = app
+        .req(axum::http::Method::POST, "/v1/challenges")
+        .header("idempotency-key", "k1")
+        .json(body.clone())
+        .send()
+        .await;
+    first.assert_problem(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed");
+    vonage_fake.behave(Behaviour::Accept);
+    let retried =
+        app.req(axum::http::Method::POST, "/v1/challenges").header("idempotency-key", "k1").json(body).send().await;
+    retried.assert_problem(axum::http::StatusCode::BAD_GATEWAY, "delivery_failed");
+    assert_eq!(retried.body["challenge_id"], first.body["challenge_id"]);
+    assert_eq!(vonage_fake.received().len(), 2, "the retry sent nothing");
 }
 
 async fn email_code_through_smtp(db: Db) {
