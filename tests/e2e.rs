@@ -152,9 +152,23 @@ async fn replicas_share_decisions_through_postgres() {
     );
 
     let key_file = dir_a.path().join("server-key.pem");
+    // Codes issued by one replica must verify on the other: they share the OTP pepper too.
+    let pepper = std::fs::read_to_string(dir_a.path().join("otp-pepper")).unwrap();
+    let mut without_pepper = Command::new(assent_bin());
+    without_pepper
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url, "--data-dir"])
+        .arg(dir_b.path())
+        .env("ASSENT_SERVER_KEY_FILE", &key_file);
+    let out = without_pepper.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fallback.pepper"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let b = Server::start(
         dir_b.path(),
-        &[("ASSENT_SERVER_KEY_FILE", key_file.to_str().unwrap())],
+        &[("ASSENT_SERVER_KEY_FILE", key_file.to_str().unwrap()), ("ASSENT_FALLBACK__PEPPER", pepper.trim())],
         &["--database-url", &db.url],
     );
     let rp_a = Rp::new(&a.url, &a.admin_key());
@@ -240,5 +254,159 @@ async fn push_delivery_survives_a_crash() {
     assert_eq!(sends.len(), 1);
     assert_eq!(sends[0].json()["message"]["data"]["challenge_id"], id.as_str());
     phone.answer(&id, Decision::Approve, None).await.expect(200);
+    server.terminate();
+}
+
+/// Runs `assent serve` expecting it to refuse to start; returns its stderr.
+fn refused_start(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let mut child = Command::new(assent_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("assent started although it should have refused");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
+/// The text without ANSI colour sequences (the dev log colours field names).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Polls the server's log until a line contains `needle`; returns it without colours.
+async fn log_line(server: &Server, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(line) = server.log().lines().map(without_ansi).find(|l| l.contains(needle)) {
+            return line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line with {needle:?}:\n{}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// DESIGN section 5: in dev mode with nothing configured, SMS and email go to the log, so the
+/// whole fallback works on a fresh start.
+#[tokio::test]
+async fn fallback_works_on_a_fresh_start_through_the_log() {
+    use assent_tests::fakes::code_in;
+    use assent_tests::phone::Rp;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    assert!(dir.path().join("otp-pepper").exists(), "the pepper is generated into the data directory");
+    let rp = Rp::new(&server.url, &server.admin_key());
+    let put = rp
+        .call(
+            reqwest::Method::PUT,
+            "/v1/users/jane",
+            Some(json!({"phone": "+16502530000", "email": "jane@example.com"})),
+        )
+        .await;
+    put.expect(201);
+
+    for (channel, field) in [("sms", "text="), ("email", "body=")] {
+        let created = rp.challenge(json!({"user_id": "jane", "channel": channel})).await;
+        let id = created.expect(201)["id"].as_str().unwrap().to_owned();
+        let view = rp.get(&format!("/v1/challenges/{id}")).await;
+        assert_eq!(view.expect(200)["otp"]["provider"], "log");
+        let message_id = view.body["otp"]["message_id"].as_str().unwrap().to_owned();
+        let line = log_line(&server, &message_id).await;
+        let code = code_in(line.split_once(field).unwrap().1);
+        let approved = rp.post(&format!("/v1/challenges/{id}/verify"), json!({"code": code})).await;
+        assert_eq!(approved.expect(200)["status"], "approved", "{channel}");
+    }
+    let factors = rp.get("/v1/users/jane/factors").await;
+    assert_eq!(factors.expect(200)["phone"]["verified"], true);
+    assert_eq!(factors.body["email"]["verified"], true);
+    server.terminate();
+}
+
+/// Production: the `log` providers are refused at start, and no code reaches any log line,
+/// even at debug level.
+#[tokio::test]
+async fn production_never_logs_codes() {
+    use assent_tests::fakes::FakeSms;
+    use assent_tests::phone::Rp;
+
+    let dir = tempfile::tempdir().unwrap();
+    let production = [("ASSENT_MODE", "production")];
+    let stderr = refused_start(dir.path(), &[production[0], ("ASSENT_SMS__PROVIDERS", "[{kind = \"log\"}]")]);
+    assert!(stderr.contains("development only"), "{stderr}");
+    let stderr = refused_start(dir.path(), &[production[0], ("ASSENT_EMAIL__PROVIDER__KIND", "log")]);
+    assert!(stderr.contains("development only"), "{stderr}");
+
+    let twilio = FakeSms::twilio().await;
+    let providers = format!(
+        "[{{kind = \"twilio\", account_sid = \"AC1\", auth_token = \"e2e-twilio-token\", from = \"+15005550006\", base_url = \"{}\"}}]",
+        twilio.url
+    );
+    let server = Server::start(
+        dir.path(),
+        &[production[0], ("ASSENT_LOG", "debug"), ("ASSENT_SMS__PROVIDERS", &providers)],
+        &[],
+    );
+    let rp = Rp::new(&server.url, &server.admin_key());
+    rp.call(reqwest::Method::PUT, "/v1/users/jane", Some(json!({"phone": "+16502530000"}))).await.expect(201);
+    let mut codes = Vec::new();
+    for attempt in 0..3 {
+        let created = rp.challenge(json!({"user_id": "jane"})).await;
+        let id = created.expect(201)["id"].as_str().unwrap().to_owned();
+        let code = twilio.last_code();
+        codes.push(code.clone());
+        let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+        rp.post(&format!("/v1/challenges/{id}/verify"), json!({"code": wrong})).await.problem(400, "invalid_code");
+        if attempt < 2 {
+            rp.post(&format!("/v1/challenges/{id}/verify"), json!({"code": code})).await.expect(200);
+        }
+    }
+    log_line(&server, "SMS accepted").await;
+    let log = server.log();
+    assert!(log.lines().any(|l| l.starts_with('{')), "JSON logs:\n{log}");
+    for line in log.lines() {
+        // Timestamps have six-digit fractions; a code is looked for everywhere else.
+        let line = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(mut fields)) => {
+                fields.remove("timestamp");
+                Value::Object(fields).to_string()
+            }
+            _ => line.to_owned(),
+        };
+        let digit_runs: Vec<&str> = line.split(|c: char| !c.is_ascii_digit()).filter(|r| r.len() == 6).collect();
+        for code in &codes {
+            assert!(!digit_runs.contains(&code.as_str()), "code {code} in the log: {line}");
+        }
+    }
+    assert!(!log.contains("e2e-twilio-token"), "the provider secret in the log:\n{log}");
     server.terminate();
 }

@@ -1,8 +1,11 @@
-//! Fakes of APNs and FCM, served by axum on 127.0.0.1:0. They speak the providers' documented
+//! Fakes of APNs, FCM, Twilio and Vonage, and a real SMTP sink, on 127.0.0.1. They speak the providers' documented
 //! wire formats and check what they receive; the literals below come from Apple's and Google's
 //! documentation, not from our client, so a mistake in the client cannot hide in both.
 
 #![allow(missing_debug_implementations)] // test fakes
+
+mod messaging;
+pub use messaging::*;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

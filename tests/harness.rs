@@ -1,5 +1,5 @@
-//! Test kit shared by every test binary: throwaway PostgreSQL databases and the real
-//! `assent` binary started as a process on port 0.
+//! Test kit shared by every test binary: throwaway PostgreSQL databases, the real `assent`
+//! binary started as a process on port 0, and local fakes of SMS and email services.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -12,6 +12,7 @@ use crate::audit::Actor;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fallback::Fallback;
 use crate::http::{self, AppState};
 use crate::keys::ServerKey;
 use crate::store::{Store, settings};
@@ -43,14 +44,17 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// Builds the application state: database ready, signing key loaded, bootstrap key issued.
 pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
     crate::webhooks::validate_endpoints(&config.webhooks, config.mode)?;
+    create_private_dir(&config.data_dir)?;
+    let fallback = Fallback::from_config(&config)?;
     let store = open_store(&config).await?;
     let server_key = ServerKey::load_or_create(&config)?;
     check_server_key(&store, &server_key).await?;
+    fallback.pepper.check_shared(&store).await?;
     if let Some(path) = issue_bootstrap_key(&store, &config.data_dir, clock.now()).await? {
         eprintln!("assent: created the first API key and wrote it to {}", path.display());
     }
     let push = crate::push::PushClients::from_config(&config.push, config.mode, clock.clone())?;
-    Ok(AppState::new(config, store, clock, server_key, push))
+    Ok(AppState::new(config, store, clock, server_key, push, fallback))
 }
 
 /// Every replica on one database must sign with the same key, or phones that pinned it

@@ -89,6 +89,7 @@ pub const WEBHOOK_KINDS: &[&str] = &[
     "challenge.denied",
     "challenge.fraud_reported",
     "challenge.expired",
+    "challenge.failed",
     "device.enrolled",
     "device.revoked",
     "user.locked",

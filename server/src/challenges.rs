@@ -17,9 +17,11 @@ use crate::audit::{self, Actor};
 use crate::clock::{from_millis, to_millis};
 use crate::devices::AuthenticatedDevice;
 use crate::error::{Error, Result};
+use crate::fallback::OtpChannel;
 use crate::ids::{IdKind, new_id};
+use crate::otp;
 use crate::state::AppState;
-use crate::store::{self, challenges::ChallengeRow};
+use crate::store::{self, Tx, challenges::ChallengeRow, users::UserRow};
 use crate::users::UserId;
 
 /// The anti-fatigue window.
@@ -95,7 +97,7 @@ pub struct ChallengeCreated {
     pub id: String,
     /// Always `pending`.
     pub status: String,
-    /// `push`, `sms` or `email`.
+    /// `push`, `sms` or `email`: the factor actually used.
     pub factor: String,
     /// When it expires.
     #[serde(with = "time::serde::rfc3339")]
@@ -103,6 +105,9 @@ pub struct ChallengeCreated {
     /// Number matching: show this on the RP's page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<u8>,
+    /// SMS and email: where the code went, masked (`+1 *** *** 4567`, `j***@example.com`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 /// What a decided push challenge keeps as proof.
@@ -141,7 +146,8 @@ pub struct ChallengeView {
     pub factor: String,
     /// `pending approved denied fraud_reported expired cancelled failed`.
     pub status: String,
-    /// Why, when not obvious: `number_mismatch`, `superseded`, `user_deleted`.
+    /// Why, when not obvious: `number_mismatch`, `superseded`, `user_deleted`, `too_many_attempts`,
+    /// `delivery_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// When created.
@@ -159,8 +165,35 @@ pub struct ChallengeView {
     /// The signed answer, for your records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
-    /// Push delivery per device.
+    /// SMS and email challenges: where the code went and how many tries are left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otp: Option<OtpStatus>,
+    /// Push delivery per device (empty for SMS and email challenges).
     pub deliveries: Vec<Delivery>,
+}
+
+/// The code of an SMS or email challenge.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OtpStatus {
+    /// `sms` or `email`.
+    pub channel: String,
+    /// Where the code went, masked: `+1 *** *** 4567`, `j***@example.com`.
+    pub destination: String,
+    /// The latest code's delivery: `sent`, `failed` or `sending`.
+    pub delivery: String,
+    /// The provider that accepted the latest code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// That provider's message id (Twilio `SM...`, Vonage `message-id`, SMTP `Message-ID`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// When the latest code was sent.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_sent_at: OffsetDateTime,
+    /// Wrong codes still allowed before the challenge fails.
+    pub attempts_remaining: u32,
+    /// Resends still allowed.
+    pub resends_remaining: u32,
 }
 
 /// `200` answer to a device's response.
@@ -232,7 +265,47 @@ fn number_choices() -> (u8, Vec<u8>) {
     (correct, choices)
 }
 
-/// Creates a challenge (DESIGN section 4, challenge steps 1-3).
+/// The factor a new challenge uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Factor {
+    Push,
+    Otp(OtpChannel, String),
+}
+
+/// DESIGN section 4, step 2: push when the user has an active device; otherwise SMS when a
+/// phone is on file, then email; an explicit code channel for a user with a device only when
+/// configuration allows it.
+fn choose_factor(state: &AppState, channel: Channel, has_device: bool, user: &UserRow) -> Result<Factor> {
+    let fallback = &state.fallback;
+    let sms = || Factor::Otp(OtpChannel::Sms, user.phone.clone().unwrap_or_default());
+    let email = || Factor::Otp(OtpChannel::Email, user.email.clone().unwrap_or_default());
+    let not_configured =
+        |what: &str| Error::invalid("factor_not_configured", format!("no {what} provider is configured"));
+    match channel {
+        Channel::Auto | Channel::Push if has_device => Ok(Factor::Push),
+        Channel::Push => Err(Error::invalid("no_device", "the user has no active device for push")),
+        Channel::Sms | Channel::Email if has_device && !state.config.fallback.allow_with_device => {
+            Err(Error::conflict(
+                "device_exists",
+                "the user has a device: use push; revoke a lost device to fall back to a code",
+            ))
+        }
+        Channel::Sms if user.phone.is_none() => Err(Error::invalid("no_factor", "the user has no phone on file")),
+        Channel::Sms if !fallback.sms.is_available() => Err(not_configured("SMS")),
+        Channel::Sms => Ok(sms()),
+        Channel::Email if user.email.is_none() => Err(Error::invalid("no_factor", "the user has no email on file")),
+        Channel::Email if fallback.email.is_none() => Err(not_configured("email")),
+        Channel::Email => Ok(email()),
+        Channel::Auto if user.phone.is_some() && fallback.sms.is_available() => Ok(sms()),
+        Channel::Auto if user.email.is_some() && fallback.email.is_some() => Ok(email()),
+        Channel::Auto => Err(Error::invalid(
+            "no_factor",
+            "the user has no active device and no phone or email this server can send a code to",
+        )),
+    }
+}
+
+/// Creates a challenge (DESIGN section 4, challenge steps 1-3; section 5 for codes).
 pub async fn create(
     state: &AppState,
     api_key_id: &str,
@@ -246,32 +319,47 @@ pub async fn create(
             return Err(Error::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters"));
         }
         if let Some(existing) = store::challenges::by_idempotency_key(state.store.reader(), api_key_id, key).await? {
-            return replay(existing, &request_hash);
+            return replay(state, existing, &request_hash).await;
         }
     }
     let (title, details, context, ttl) = validate(&new)?;
     let now = state.now();
     let now_ms = to_millis(now);
-    let expires_at = now + Duration::seconds(ttl);
 
     let mut tx = state.store.begin().await?;
     let locked = store::challenges::lock_user(&mut tx, user_id.as_str()).await?.ok_or(Error::NotFound("user"))?;
+    let user = store::users::get(&mut *tx, user_id.as_str()).await?.ok_or(Error::NotFound("user"))?;
     let devices = store::devices::list_for_user(&mut *tx, user_id.as_str(), false).await?;
-    let factor = match (new.channel, devices.is_empty()) {
-        (Channel::Auto | Channel::Push, false) => "push",
-        (Channel::Push, true) => {
-            return Err(Error::invalid("no_device", "the user has no active device for push"));
-        }
-        (Channel::Sms | Channel::Email, false) => {
-            return Err(Error::conflict(
-                "device_exists",
-                "the user has a device: use push; revoke a lost device to fall back to a code",
-            ));
-        }
-        (Channel::Auto | Channel::Sms | Channel::Email, true) => {
-            return Err(Error::invalid("no_factor", "the user has no active device"));
-        }
+    let factor = choose_factor(state, new.channel, !devices.is_empty(), &user)?;
+    let mut row = ChallengeRow {
+        id: new_id(IdKind::Challenge),
+        user_id: user_id.to_string(),
+        factor: String::new(),
+        status: "pending".to_owned(),
+        reason: None,
+        title: title.clone(),
+        details: serde_json::to_string(&details)?,
+        context: serde_json::to_string(&context)?,
+        number: None,
+        jws: None,
+        created_at: now_ms,
+        expires_at: 0,
+        decided_at: None,
+        device_id: None,
+        evidence: None,
+        user_verified: None,
+        api_key_id: api_key_id.to_owned(),
+        idempotency_key: idempotency_key.map(str::to_owned),
+        request_hash: Some(request_hash),
     };
+    if let Factor::Otp(channel, destination) = factor {
+        // A code lives 5 minutes; a shorter ttl_seconds shortens it.
+        let lifetime = new.ttl_seconds.map_or(otp::CODE_TTL_SECS, |t| t.min(otp::CODE_TTL_SECS));
+        row.factor = channel.as_str().to_owned();
+        row.expires_at = to_millis(now + Duration::seconds(lifetime));
+        return crate::fallback::create(state, tx, row, channel, destination).await;
+    }
+
     if locked.is_some() {
         return Err(Error::conflict(
             "push_locked",
@@ -293,7 +381,8 @@ pub async fn create(
     }
     let superseded = store::challenges::supersede_pending_push(&mut tx, user_id.as_str(), now_ms).await?;
 
-    let id = new_id(IdKind::Challenge);
+    let id = row.id.clone();
+    let expires_at = now + Duration::seconds(ttl);
     let (number, choices) = if new.number_matching {
         let (n, c) = number_choices();
         (Some(n), Some(c))
@@ -306,69 +395,34 @@ pub async fn create(
         aud: devices.iter().map(|d| d.id.clone()).collect(),
         iat: now.unix_timestamp(),
         exp: expires_at.unix_timestamp(),
-        title: title.clone(),
-        details: details.clone(),
-        context: context.clone(),
+        title,
+        details,
+        context,
         number_choices: choices,
     };
     let jws =
         jws::sign(JwsType::Challenge, KeyRef::Kid(state.server_key.kid()), &claims, state.server_key.signing_key())
             .map_err(|e| Error::internal(format!("signing a challenge: {e}")))?;
-    let row = ChallengeRow {
-        id: id.clone(),
-        user_id: user_id.to_string(),
-        factor: factor.to_owned(),
-        status: "pending".to_owned(),
-        reason: None,
-        title,
-        details: serde_json::to_string(&details)?,
-        context: serde_json::to_string(&context)?,
-        number: number.map(i64::from),
-        jws: Some(jws),
-        created_at: now_ms,
-        expires_at: to_millis(expires_at),
-        decided_at: None,
-        device_id: None,
-        evidence: None,
-        user_verified: None,
-        api_key_id: api_key_id.to_owned(),
-        idempotency_key: idempotency_key.map(str::to_owned),
-        request_hash: Some(request_hash),
-    };
-    if let Err(e) = store::challenges::insert(&mut tx, &row).await {
-        // Two requests with one idempotency key raced and the other one won: answer as it did.
-        let raced = matches!(&e, Error::Database(sqlx::Error::Database(db)) if db.is_unique_violation());
-        if let (Some(key), true) = (idempotency_key, raced) {
-            drop(tx);
-            let existing = store::challenges::by_idempotency_key(state.store.reader(), api_key_id, key).await?;
-            return replay(existing.ok_or(e)?, row.request_hash.as_deref().unwrap_or_default());
-        }
-        return Err(e);
+    row.factor = "push".to_owned();
+    row.number = number.map(i64::from);
+    row.jws = Some(jws);
+    row.expires_at = to_millis(expires_at);
+    if let Some(replayed) = insert_or_replay(state, &mut tx, &row).await? {
+        return Ok(replayed);
     }
     for device in &devices {
         let status = if device.push_provider == "none" || device.push_token.is_none() { "not_sent" } else { "pending" };
         store::challenges::insert_delivery(&mut tx, &id, &device.id, &device.push_provider, status, now_ms).await?;
     }
     let actor = Actor::ApiKey(api_key_id.to_owned());
-    for old in &superseded {
-        audit::record(
-            &mut tx,
-            now,
-            "challenge.cancelled",
-            Some(user_id.as_str()),
-            &actor,
-            serde_json::json!({ "challenge_id": old, "reason": "superseded", "by": id }),
-        )
-        .await?;
-        state.store.notify_challenge(&mut tx, old).await?;
-    }
+    record_superseded(state, &mut tx, now, user_id.as_str(), &actor, &superseded, &id).await?;
     audit::record(
         &mut tx,
         now,
         "challenge.created",
         Some(user_id.as_str()),
         &actor,
-        serde_json::json!({ "challenge_id": id, "factor": factor, "devices": devices.len() }),
+        serde_json::json!({ "challenge_id": id, "factor": "push", "devices": devices.len() }),
     )
     .await?;
     tx.commit().await?;
@@ -376,24 +430,95 @@ pub async fn create(
         state.wake.challenge_changed(old);
     }
     state.wake.push.notify_one();
-    Ok(ChallengeCreated { id, status: "pending".to_owned(), factor: factor.to_owned(), expires_at, number })
+    Ok(ChallengeCreated {
+        id,
+        status: "pending".to_owned(),
+        factor: "push".to_owned(),
+        expires_at,
+        number,
+        destination: None,
+    })
 }
 
-fn replay(existing: ChallengeRow, request_hash: &str) -> Result<ChallengeCreated> {
+/// Inserts a new challenge. When a concurrent request with the same idempotency key won the
+/// race, answers as that one did (the caller then drops its transaction).
+pub(crate) async fn insert_or_replay(
+    state: &AppState,
+    tx: &mut Tx,
+    row: &ChallengeRow,
+) -> Result<Option<ChallengeCreated>> {
+    let Err(e) = store::challenges::insert(tx, row).await else {
+        return Ok(None);
+    };
+    let raced = matches!(&e, Error::Database(sqlx::Error::Database(db)) if db.is_unique_violation());
+    if let (Some(key), true) = (row.idempotency_key.as_deref(), raced) {
+        let existing = store::challenges::by_idempotency_key(state.store.reader(), &row.api_key_id, key).await?;
+        return Ok(Some(replay(state, existing.ok_or(e)?, row.request_hash.as_deref().unwrap_or_default()).await?));
+    }
+    Err(e)
+}
+
+/// Records the cancellation of challenges a new one replaced.
+pub(crate) async fn record_superseded(
+    state: &AppState,
+    tx: &mut Tx,
+    now: OffsetDateTime,
+    user_id: &str,
+    actor: &Actor,
+    superseded: &[String],
+    by: &str,
+) -> Result<()> {
+    for old in superseded {
+        audit::record(
+            tx,
+            now,
+            "challenge.cancelled",
+            Some(user_id),
+            actor,
+            serde_json::json!({ "challenge_id": old, "reason": "superseded", "by": by }),
+        )
+        .await?;
+        state.store.notify_challenge(tx, old).await?;
+    }
+    Ok(())
+}
+
+async fn replay(state: &AppState, existing: ChallengeRow, request_hash: &str) -> Result<ChallengeCreated> {
     if existing.request_hash.as_deref() != Some(request_hash) {
         return Err(Error::conflict("idempotency_conflict", "this Idempotency-Key was used with a different request"));
     }
+    // The first answer was that no provider took the code: a retry gets the same answer.
+    if existing.reason.as_deref() == Some("delivery_failed") {
+        return Err(Error::DeliveryFailed {
+            detail: "no provider accepted the code for this challenge (an earlier request with this Idempotency-Key)"
+                .into(),
+            challenge_id: Some(existing.id),
+        });
+    }
+    let destination = match existing.factor.as_str() {
+        "push" => None,
+        _ => store::otp::get(state.store.reader(), &existing.id).await?.map(|o| mask(&o.channel, &o.destination)),
+    };
     Ok(ChallengeCreated {
         id: existing.id,
         status: "pending".to_owned(),
         factor: existing.factor,
         expires_at: from_millis(existing.expires_at),
         number: existing.number.and_then(|n| u8::try_from(n).ok()),
+        destination,
     })
 }
 
+/// The masked form of a destination.
+pub(crate) fn mask(channel: &str, destination: &str) -> String {
+    match channel {
+        "sms" => otp::mask_phone(destination),
+        _ => otp::mask_email(destination),
+    }
+}
+
 /// Loads a challenge, first expiring it if its time is up.
-async fn load(state: &AppState, id: &str) -> Result<ChallengeRow> {
+pub(crate) async fn load(state: &AppState, id: &str) -> Result<ChallengeRow> {
     let row = store::challenges::get(state.store.reader(), id).await?.ok_or(Error::NotFound("challenge"))?;
     if row.status == "pending" && row.expires_at <= to_millis(state.now()) {
         expire_due(state, Some(id)).await?;
@@ -431,8 +556,26 @@ pub async fn expire_due(state: &AppState, only: Option<&str>) -> Result<usize> {
     Ok(expired.len())
 }
 
-async fn view(state: &AppState, row: ChallengeRow) -> Result<ChallengeView> {
+pub(crate) async fn view(state: &AppState, row: ChallengeRow) -> Result<ChallengeView> {
     let deliveries = store::challenges::deliveries(state.store.reader(), &row.id).await?;
+    let otp = match row.factor.as_str() {
+        "push" => None,
+        _ => store::otp::get(state.store.reader(), &row.id).await?.map(|o| OtpStatus {
+            channel: o.channel.clone(),
+            destination: mask(&o.channel, &o.destination),
+            delivery: match (&o.provider, &o.delivery_error) {
+                (Some(_), _) => "sent",
+                (None, Some(_)) => "failed",
+                (None, None) => "sending",
+            }
+            .to_owned(),
+            provider: o.provider,
+            message_id: o.message_id,
+            last_sent_at: from_millis(o.last_sent_at),
+            attempts_remaining: u32::try_from(otp::MAX_FAILED_ATTEMPTS - o.failed_attempts).unwrap_or(0),
+            resends_remaining: u32::try_from(otp::MAX_RESENDS - o.resends).unwrap_or(0),
+        }),
+    };
     let evidence = match (&row.evidence, &row.jws) {
         (Some(response), Some(challenge)) => Some(Evidence {
             response: response.clone(),
@@ -452,6 +595,7 @@ async fn view(state: &AppState, row: ChallengeRow) -> Result<ChallengeView> {
         decided_at: row.decided_at.map(from_millis),
         device_id: row.device_id,
         evidence,
+        otp,
         deliveries: deliveries
             .into_iter()
             .map(|d| Delivery { device_id: d.device_id, provider: d.provider, status: d.status, error: d.error })

@@ -58,6 +58,29 @@ pub enum Error {
         /// Human explanation.
         detail: String,
     },
+    /// A wrong one-time code; the challenge takes `attempts_remaining` more tries.
+    #[error("the code is not correct")]
+    InvalidCode {
+        /// Tries left before the challenge fails (0: it just failed).
+        attempts_remaining: u32,
+    },
+    /// A limit that waiting does not lift (e.g. resends of one challenge).
+    #[error("{detail}")]
+    LimitReached {
+        /// Stable machine code, e.g. `resend_limit`.
+        code: &'static str,
+        /// Human explanation.
+        detail: String,
+    },
+    /// No provider could deliver a message (SMS or email).
+    #[error("{detail}")]
+    DeliveryFailed {
+        /// Human explanation (never the providers' raw answers, which are logged).
+        detail: String,
+        /// The challenge the message was for (a new challenge that no provider reached is
+        /// `failed`; after a failed resend it stays `pending`).
+        challenge_id: Option<String>,
+    },
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

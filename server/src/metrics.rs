@@ -29,6 +29,26 @@ pub struct DeliveryLabels {
     pub outcome: String,
 }
 
+/// Labels of a code message (SMS or email) handed to a provider.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// `sms` or `email`.
+    pub channel: String,
+    /// The provider's configured name.
+    pub provider: String,
+    /// `accepted`, `failed` or `timeout`.
+    pub outcome: String,
+}
+
+/// Labels of an Okta telephony hook call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OktaLabels {
+    /// The provider that delivered, or `none`.
+    pub provider: String,
+    /// `SUCCESSFUL`, `FAILED` or `malformed`.
+    pub outcome: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -43,6 +63,25 @@ pub struct Metrics {
     pub push_send_duration: Family<DeliveryLabels, Histogram>,
     /// Long-polls (`GET /v1/challenges/{id}?wait=`) waiting right now.
     pub long_polls: Gauge,
+    /// SMS and email messages handed to providers, by outcome.
+    pub messages: Family<MessageLabels, Counter>,
+    /// Okta telephony hook calls by provider and outcome.
+    pub okta_hook: Family<OktaLabels, Counter>,
+}
+
+impl Metrics {
+    /// Counts an Okta telephony hook call.
+    pub fn okta(&self, provider: &str, outcome: &str) {
+        let labels = OktaLabels { provider: provider.to_owned(), outcome: outcome.to_owned() };
+        self.okta_hook.get_or_create(&labels).inc();
+    }
+
+    /// Counts one attempt to hand a message to a provider.
+    pub fn message(&self, channel: &str, provider: &str, outcome: &str) {
+        let labels =
+            MessageLabels { channel: channel.to_owned(), provider: provider.to_owned(), outcome: outcome.to_owned() };
+        self.messages.get_or_create(&labels).inc();
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -67,6 +106,18 @@ impl Metrics {
         );
         let long_polls = Gauge::default();
         registry.register("challenge_long_polls", "Long-polls waiting for a challenge decision", long_polls.clone());
+        let okta_hook = Family::<OktaLabels, Counter>::default();
+        registry.register(
+            "okta_telephony_hook",
+            "Okta telephony hook calls by provider and outcome",
+            okta_hook.clone(),
+        );
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "SMS and email messages handed to providers, by channel, provider and outcome",
+            messages.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             requests,
@@ -74,6 +125,8 @@ impl Metrics {
             push_deliveries,
             push_send_duration,
             long_polls,
+            messages,
+            okta_hook,
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::fallback::Fallback;
 use crate::keys::ServerKey;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -32,10 +33,12 @@ pub struct Inner {
     pub metrics: Metrics,
     /// The OpenAPI document, generated from the routes at start.
     pub openapi: serde_json::Value,
-    /// A client for outgoing HTTP (webhooks).
+    /// A client for outgoing HTTP (webhooks, SMS providers).
     pub http: reqwest::Client,
     /// Push provider clients (APNs, FCM), those that are configured.
     pub push: crate::push::PushClients,
+    /// SMS and email senders and the code pepper.
+    pub fallback: Fallback,
 }
 
 impl Deref for AppState {
@@ -53,6 +56,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         server_key: ServerKey,
         push: crate::push::PushClients,
+        fallback: Fallback,
     ) -> Self {
         let openapi = serde_json::to_value(crate::http::openapi()).unwrap_or_default();
         let http = reqwest::Client::builder()
@@ -72,6 +76,7 @@ impl AppState {
             openapi,
             http,
             push,
+            fallback,
         }))
     }
 

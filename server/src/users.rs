@@ -231,8 +231,20 @@ pub async fn upsert(
             .await?;
     } else if !changed.is_empty() {
         store::users::upsert(&mut tx, &new).await?;
-        audit::record(&mut tx, now, "user.updated", Some(id.as_str()), actor, serde_json::json!({ "fields": changed }))
-            .await?;
+        // A verified destination that changed is no longer verified: say so, because a
+        // changed phone or email is what an account takeover looks like.
+        let mut unverified = Vec::new();
+        if old.phone_verified != 0 && new.phone_verified == 0 {
+            unverified.push("phone");
+        }
+        if old.email_verified != 0 && new.email_verified == 0 {
+            unverified.push("email");
+        }
+        let mut data = serde_json::json!({ "fields": changed });
+        if !unverified.is_empty() {
+            data["unverified"] = unverified.into();
+        }
+        audit::record(&mut tx, now, "user.updated", Some(id.as_str()), actor, data).await?;
     }
     tx.commit().await?;
     let user = if created || !changed.is_empty() { new } else { old };

@@ -1,5 +1,5 @@
 //! Background work every replica runs: expiring challenges, sending webhooks, forgetting
-//! old proof ids and enrollment tokens, and (on PostgreSQL) listening for other replicas.
+//! old proof ids, enrollment tokens and rate-limit windows, and (on PostgreSQL) listening for other replicas.
 
 use std::time::Duration;
 
@@ -79,9 +79,10 @@ pub async fn clean_up(state: &AppState) -> Result<()> {
     let proofs = store::proofs::delete_expired(&mut tx, now).await?;
     // Keep used and expired enrollments a day for support questions, then forget them.
     let enrollments = store::enrollments::delete_expired(&mut tx, now - 24 * 3600 * 1000).await?;
+    let counters = store::limits::delete_expired(&mut tx, now).await?;
     tx.commit().await?;
-    if proofs + enrollments > 0 {
-        tracing::debug!(proofs, enrollments, "cleaned up");
+    if proofs + enrollments + counters > 0 {
+        tracing::debug!(proofs, enrollments, counters, "cleaned up");
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod problem;
 mod challenges;
 mod devices;
 mod events;
+mod okta;
 mod ops;
 mod users;
 
@@ -51,6 +52,7 @@ impl RpCaller {
         (name = "challenges", description = "Approval requests and their results"),
         (name = "devices", description = "Enrolling and managing phones"),
         (name = "device", description = "Called by phones, with Assent-Proof"),
+        (name = "okta", description = "Okta telephony inline hook"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
@@ -92,6 +94,8 @@ fn rp_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(challenges::create))
         .routes(routes!(challenges::get))
         .routes(routes!(challenges::cancel))
+        .routes(routes!(challenges::verify))
+        .routes(routes!(challenges::resend))
 }
 
 /// Routes for phones, all behind a device proof.
@@ -113,6 +117,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::openapi_json))
         .routes(routes!(ops::server_keys))
         .routes(routes!(devices::enroll))
+        .routes(routes!(okta::telephony))
 }
 
 /// The OpenAPI document for every route.

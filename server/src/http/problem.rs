@@ -108,6 +108,18 @@ impl From<Error> for Problem {
                     .with("retry_after", retry_after)
                     .retry_after(retry_after)
             }
+            Error::InvalidCode { attempts_remaining } => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid_code", "the code is not correct")
+                    .with("attempts_remaining", attempts_remaining)
+            }
+            Error::LimitReached { code, detail } => Problem::new(StatusCode::TOO_MANY_REQUESTS, code, detail),
+            Error::DeliveryFailed { detail, challenge_id } => {
+                let problem = Problem::new(StatusCode::BAD_GATEWAY, "delivery_failed", detail);
+                match challenge_id {
+                    Some(id) => problem.with("challenge_id", id),
+                    None => problem,
+                }
+            }
             Error::Database(e) => internal(&format!("database: {e}")),
             Error::Internal(e) => internal(&e),
         }

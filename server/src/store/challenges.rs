@@ -169,6 +169,34 @@ pub async fn cancel_pending_for_user(conn: &mut AnyConnection, user_id: &str, no
     Ok(done.rows_affected())
 }
 
+/// Cancels the user's pending SMS and email challenges (a newer code replaces them),
+/// returning their ids.
+pub async fn supersede_pending_otp(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "UPDATE challenges SET status = 'cancelled', reason = 'superseded', decided_at = $1
+         WHERE user_id = $2 AND factor IN ('sms', 'email') AND status = 'pending' AND expires_at > $1
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Moves the expiry of a pending, unexpired challenge (a resent code lives anew); false when
+/// it was no longer pending.
+pub async fn extend(conn: &mut AnyConnection, id: &str, now: i64, expires_at: i64) -> Result<bool> {
+    let done =
+        sqlx::query("UPDATE challenges SET expires_at = $1 WHERE id = $2 AND status = 'pending' AND expires_at > $3")
+            .bind(expires_at)
+            .bind(id)
+            .bind(now)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Creation times (Unix ms) of the user's newest `limit` push challenges since `since`,
 /// newest first.
 pub async fn recent_push_times(conn: &mut AnyConnection, user_id: &str, since: i64, limit: i64) -> Result<Vec<i64>> {

@@ -4,6 +4,8 @@
 mod support;
 
 mod deliveries;
+mod fallback;
 mod foundation;
+mod okta;
 mod providers;
 mod push;

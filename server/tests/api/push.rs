@@ -371,8 +371,11 @@ async fn exactly_one_decision_under_concurrency(db: Db) {
     let phone_b = Phone::enroll(&rp.enrollment_uri("kate").await).await;
     for round in 0..3 {
         let (id, _) = new_challenge(&rp, json!({"user_id": "kate"})).await;
-        let (a, b) =
-            tokio::join!(phone_a.answer(&id, Decision::Approve, None), phone_b.answer(&id, Decision::Deny, None));
+        let (jws_a, _) = phone_a.fetch(&id).await;
+        let (jws_b, _) = phone_b.fetch(&id).await;
+        let approve = phone_a.response_jws(&id, &jws_a, Decision::Approve, None);
+        let deny = phone_b.response_jws(&id, &jws_b, Decision::Deny, None);
+        let (a, b) = tokio::join!(phone_a.post_response(&id, &approve), phone_b.post_response(&id, &deny));
         let statuses = [a.status, b.status];
         assert!(
             statuses.contains(&200) && statuses.contains(&409),
