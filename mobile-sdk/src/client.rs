@@ -13,9 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use assent_protocol::jws::{self, JwsType, KeyRef};
 use assent_protocol::messages::{self, proof_authorization};
 use assent_protocol::{
-    ChallengeResponseRequest, Decision, DeviceChallenge, DeviceChallengeList, EcPublicJwk,
-    EnrollClaims, EnrollResponse, EnrollUri, ProofClaims, PushPayload,
-    PushRegistration as WirePush, PushTokenUpdate,
+    ChallengeResponseRequest, Decision, DeviceChallenge, DeviceChallengeList, EcPublicJwk, EnrollClaims,
+    EnrollResponse, EnrollUri, ProofClaims, PushPayload, PushRegistration as WirePush, PushTokenUpdate,
 };
 use reqwest::{Method, Url};
 use serde::Deserialize;
@@ -24,8 +23,7 @@ use crate::error::{AssentError, Error, KeyStoreError, Result};
 use crate::http::{self, APPLICATION_JOSE, APPLICATION_JSON, Body};
 use crate::keystore::{KeyStore, normalize_signature, parse_public_key};
 use crate::model::{
-    Challenge, ChallengeStatus, ClientConfig, DeviceRegistration, Enrollment, PushRegistration,
-    ResponseOutcome,
+    Challenge, ChallengeStatus, ClientConfig, DeviceRegistration, Enrollment, PushRegistration, ResponseOutcome,
 };
 use crate::state::{DeviceState, STATE_VERSION, StateStore};
 use crate::verify::{Verifier, check_id, check_number, pin_server_key};
@@ -43,9 +41,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 }
 
@@ -117,12 +113,7 @@ impl AssentClient {
         state_store: Arc<dyn StateStore>,
         config: Option<ClientConfig>,
     ) -> Result<Arc<Self>, AssentError> {
-        Self::with_clock(
-            key_store,
-            state_store,
-            config.unwrap_or_default(),
-            Arc::new(SystemClock),
-        )
+        Self::with_clock(key_store, state_store, config.unwrap_or_default(), Arc::new(SystemClock))
     }
 
     /// Whether a device is enrolled.
@@ -146,11 +137,7 @@ impl AssentClient {
     /// `ServerKeyMismatch` (the server's keys lack the pinned one: nothing is saved),
     /// `Expired` (the enrollment token was used or has expired: `410 enrollment_invalid`),
     /// `KeyStore`/`UserCancelled`, `Network`, `Server`.
-    pub async fn enroll(
-        &self,
-        uri: String,
-        device: DeviceRegistration,
-    ) -> Result<Enrollment, AssentError> {
+    pub async fn enroll(&self, uri: String, device: DeviceRegistration) -> Result<Enrollment, AssentError> {
         Ok(self.enroll_inner(&uri, device).await?)
     }
 
@@ -186,11 +173,7 @@ impl AssentClient {
     /// user picked among `number_choices` (required); otherwise pass none. A wrong number is
     /// sent anyway and the server denies the challenge (outcome status `Denied`).
     #[uniffi::method(default(number = None))]
-    pub async fn approve(
-        &self,
-        challenge: Challenge,
-        number: Option<u32>,
-    ) -> Result<ResponseOutcome, AssentError> {
+    pub async fn approve(&self, challenge: Challenge, number: Option<u32>) -> Result<ResponseOutcome, AssentError> {
         Ok(self.respond(challenge, Decision::Approve, number).await?)
     }
 
@@ -239,11 +222,7 @@ impl AssentClient {
         config: ClientConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, AssentError> {
-        let server_url_override = config
-            .server_url_override
-            .as_deref()
-            .map(http::validate_server_url)
-            .transpose()?;
+        let server_url_override = config.server_url_override.as_deref().map(http::validate_server_url).transpose()?;
         let timeout = Duration::from_secs(u64::from(config.request_timeout_seconds.max(1)));
         let client = http::build_client(timeout, &config.extra_root_certificates_pem)?;
         let slot = match state_store.load() {
@@ -266,9 +245,7 @@ impl AssentClient {
     }
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn set_slot(&self, slot: Slot) {
@@ -297,10 +274,9 @@ impl AssentClient {
     {
         let key_store = Arc::clone(&self.key_store);
         let result = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle
-                .spawn_blocking(move || f(key_store.as_ref()))
-                .await
-                .map_err(|e| Error::Task(e.to_string()))?,
+            Ok(handle) => {
+                handle.spawn_blocking(move || f(key_store.as_ref())).await.map_err(|e| Error::Task(e.to_string()))?
+            }
             Err(_) => f(key_store.as_ref()),
         };
         result.map_err(|source| Error::KeyStore { op, source })
@@ -308,19 +284,11 @@ impl AssentClient {
 
     /// Signs a JWS signing input with the device key and assembles the compact token, after
     /// checking the key store's signature against the device public key.
-    async fn sign_jws(
-        &self,
-        alias: &str,
-        device_key: &EcPublicJwk,
-        input: String,
-    ) -> Result<String> {
+    async fn sign_jws(&self, alias: &str, device_key: &EcPublicJwk, input: String) -> Result<String> {
         let alias = alias.to_owned();
         let message = input.as_bytes().to_vec();
-        let signature = self
-            .key_store_call("sign", move |ks| ks.sign(alias, message))
-            .await?;
-        let (raw, _) =
-            normalize_signature(&signature, input.as_bytes(), device_key.verifying_key())?;
+        let signature = self.key_store_call("sign", move |ks| ks.sign(alias, message)).await?;
+        let (raw, _) = normalize_signature(&signature, input.as_bytes(), device_key.verifying_key())?;
         Ok(jws::assemble(&input, raw))
     }
 
@@ -332,24 +300,14 @@ impl AssentClient {
         path: &str,
         body: Option<Body>,
     ) -> Result<(u16, Vec<u8>)> {
-        let base = http::validate_server_url(&state.server_url)
-            .map_err(|e| Error::CorruptState(e.to_string()))?;
+        let base = http::validate_server_url(&state.server_url).map_err(|e| Error::CorruptState(e.to_string()))?;
         let url = http::endpoint(&base, path);
         let htu = http::path_and_query(&url);
         let body_bytes = body.as_ref().map_or(&[][..], |b| b.bytes.as_slice());
         let claims = ProofClaims::new(method.as_str(), &htu, body_bytes, self.now())?;
         let input = jws::signing_input(JwsType::Proof, KeyRef::Kid(&state.device_id), &claims)?;
-        let proof = self
-            .sign_jws(&state.key_alias, &state.device_key, input)
-            .await?;
-        http::send(
-            &self.http,
-            method,
-            url,
-            Some(proof_authorization(&proof)),
-            body,
-        )
-        .await
+        let proof = self.sign_jws(&state.key_alias, &state.device_key, input).await?;
+        http::send(&self.http, method, url, Some(proof_authorization(&proof)), body).await
     }
 
     async fn enroll_inner(&self, uri: &str, device: DeviceRegistration) -> Result<Enrollment> {
@@ -357,9 +315,7 @@ impl AssentClient {
         match &*self.slot() {
             Slot::Empty => {}
             Slot::Enrolled(state) => {
-                return Err(Error::AlreadyEnrolled {
-                    device_id: state.device_id.clone(),
-                });
+                return Err(Error::AlreadyEnrolled { device_id: state.device_id.clone() });
             }
             Slot::Unreadable(reason) => return Err(Error::CorruptState(reason.clone())),
         }
@@ -370,33 +326,24 @@ impl AssentClient {
         };
         let name = device.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
-            return Err(Error::InvalidInput(
-                "device name must be 1 to 100 characters".into(),
-            ));
+            return Err(Error::InvalidInput("device name must be 1 to 100 characters".into()));
         }
         device.push.validate()?;
 
         let alias = format!("assent-device-{}", messages::new_jti()?);
         let create_alias = alias.clone();
-        self.key_store_call("create_key", move |ks| ks.create_key(create_alias))
-            .await?;
+        self.key_store_call("create_key", move |ks| ks.create_key(create_alias)).await?;
         let result = self.register(&base, &uri, name, &device, &alias).await;
         if result.is_err() {
             // Best effort: the key is useless without an enrollment.
             let delete_alias = alias.clone();
-            let _ = self
-                .key_store_call("delete_key", move |ks| ks.delete_key(delete_alias))
-                .await;
+            let _ = self.key_store_call("delete_key", move |ks| ks.delete_key(delete_alias)).await;
         }
         let state = result?;
         if let Err(e) = self.save(&state) {
             // The server has the device but we could not remember it: take it back.
-            let _ = self
-                .device_request(&state, Method::DELETE, "/v1/device", None)
-                .await;
-            let _ = self
-                .key_store_call("delete_key", move |ks| ks.delete_key(alias))
-                .await;
+            let _ = self.device_request(&state, Method::DELETE, "/v1/device", None).await;
+            let _ = self.key_store_call("delete_key", move |ks| ks.delete_key(alias)).await;
             return Err(e);
         }
         let enrollment = enrollment_of(&state);
@@ -414,23 +361,16 @@ impl AssentClient {
         alias: &str,
     ) -> Result<DeviceState> {
         let public_alias = alias.to_owned();
-        let public = self
-            .key_store_call("public_key", move |ks| ks.public_key(public_alias))
-            .await?;
+        let public = self.key_store_call("public_key", move |ks| ks.public_key(public_alias)).await?;
         let device_key = EcPublicJwk::from_verifying_key(&parse_public_key(&public)?);
         let info_alias = alias.to_owned();
-        let info = self
-            .key_store_call("key_info", move |ks| ks.key_info(info_alias))
-            .await?;
+        let info = self.key_store_call("key_info", move |ks| ks.key_info(info_alias)).await?;
 
         let claims = EnrollClaims {
             token: uri.token.clone(),
             name: name.to_owned(),
             platform: device.platform.into(),
-            push: WirePush {
-                provider: device.push.provider.into(),
-                token: device.push.token.clone(),
-            },
+            push: WirePush { provider: device.push.provider.into(), token: device.push.token.clone() },
             iat: self.now(),
         };
         let input = jws::signing_input(JwsType::Enroll, KeyRef::Jwk(&device_key), &claims)?;
@@ -440,10 +380,7 @@ impl AssentClient {
             Method::POST,
             http::endpoint(base, "/v1/device/enroll"),
             None,
-            Some(Body {
-                content_type: APPLICATION_JOSE,
-                bytes: token.into_bytes(),
-            }),
+            Some(Body { content_type: APPLICATION_JOSE, bytes: token.into_bytes() }),
         )
         .await?;
         let answer: EnrollResponse = http::json(status, &bytes)?;
@@ -470,16 +407,12 @@ impl AssentClient {
     }
 
     fn save(&self, state: &DeviceState) -> Result<()> {
-        self.state_store
-            .save(state.to_json()?)
-            .map_err(Error::Storage)
+        self.state_store.save(state.to_json()?).map_err(Error::Storage)
     }
 
     async fn pending_inner(&self) -> Result<Vec<Challenge>> {
         let state = self.session()?;
-        let (status, bytes) = self
-            .device_request(&state, Method::GET, "/v1/device/challenges", None)
-            .await?;
+        let (status, bytes) = self.device_request(&state, Method::GET, "/v1/device/challenges", None).await?;
         let list: DeviceChallengeList = http::json(status, &bytes)?;
         let verifier = verifier_of(&state);
         let now = self.now();
@@ -501,26 +434,16 @@ impl AssentClient {
         check_id("challenge", "chl_", id)?;
         let state = self.session()?;
         let path = format!("/v1/device/challenges/{id}");
-        let (status, bytes) = self
-            .device_request(&state, Method::GET, &path, None)
-            .await?;
+        let (status, bytes) = self.device_request(&state, Method::GET, &path, None).await?;
         let item: DeviceChallenge = http::json(status, &bytes)?;
         if item.id != id {
-            return Err(Error::ChallengeIdMismatch {
-                requested: id.to_owned(),
-                found: item.id,
-            });
+            return Err(Error::ChallengeIdMismatch { requested: id.to_owned(), found: item.id });
         }
         let verified = verifier_of(&state).challenge(&item.jws, Some(id), self.now())?;
         Ok(Challenge::from_claims(verified.claims, item.jws))
     }
 
-    async fn respond(
-        &self,
-        challenge: Challenge,
-        decision: Decision,
-        number: Option<u32>,
-    ) -> Result<ResponseOutcome> {
+    async fn respond(&self, challenge: Challenge, decision: Decision, number: Option<u32>) -> Result<ResponseOutcome> {
         check_id("challenge", "chl_", &challenge.id)?;
         let state = self.session()?;
         let now = self.now();
@@ -531,10 +454,7 @@ impl AssentClient {
             Decision::Deny | Decision::Fraud => None,
         };
         let alias = state.key_alias.clone();
-        let uv = self
-            .key_store_call("key_info", move |ks| ks.key_info(alias))
-            .await?
-            .user_verification;
+        let uv = self.key_store_call("key_info", move |ks| ks.key_info(alias)).await?.user_verification;
         let claims = assent_protocol::ResponseClaims {
             jti: verified.claims.jti.clone(),
             decision,
@@ -544,22 +464,11 @@ impl AssentClient {
             iat: now,
         };
         let input = jws::signing_input(JwsType::Response, KeyRef::Kid(&state.device_id), &claims)?;
-        let response = self
-            .sign_jws(&state.key_alias, &state.device_key, input)
-            .await?;
-        let body = serde_json::to_vec(&ChallengeResponseRequest { response })
-            .map_err(|e| Error::Protocol(e.into()))?;
+        let response = self.sign_jws(&state.key_alias, &state.device_key, input).await?;
+        let body = serde_json::to_vec(&ChallengeResponseRequest { response }).map_err(|e| Error::Protocol(e.into()))?;
         let path = format!("/v1/device/challenges/{}/response", challenge.id);
         let (status, bytes) = self
-            .device_request(
-                &state,
-                Method::POST,
-                &path,
-                Some(Body {
-                    content_type: APPLICATION_JSON,
-                    bytes: body,
-                }),
-            )
+            .device_request(&state, Method::POST, &path, Some(Body { content_type: APPLICATION_JSON, bytes: body }))
             .await?;
         #[derive(Deserialize)]
         struct Answer {
@@ -568,34 +477,22 @@ impl AssentClient {
         }
         let answer: Answer = http::json(status, &bytes)?;
         if answer.id != challenge.id {
-            return Err(Error::UnexpectedResponse {
-                status,
-                reason: format!("answer is for {:?}", answer.id),
-            });
+            return Err(Error::UnexpectedResponse { status, reason: format!("answer is for {:?}", answer.id) });
         }
-        Ok(ResponseOutcome {
-            challenge_id: answer.id,
-            status: ChallengeStatus::from(answer.status.as_str()),
-        })
+        Ok(ResponseOutcome { challenge_id: answer.id, status: ChallengeStatus::from(answer.status.as_str()) })
     }
 
     async fn update_push_inner(&self, push: PushRegistration) -> Result<()> {
         push.validate()?;
         let _guard = self.lifecycle.lock().await;
         let mut state = self.session()?;
-        let update = PushTokenUpdate {
-            provider: push.provider.into(),
-            token: push.token.clone(),
-        };
+        let update = PushTokenUpdate { provider: push.provider.into(), token: push.token.clone() };
         let body = serde_json::to_vec(&update).map_err(|e| Error::Protocol(e.into()))?;
         self.device_request(
             &state,
             Method::PUT,
             "/v1/device/push-token",
-            Some(Body {
-                content_type: APPLICATION_JSON,
-                bytes: body,
-            }),
+            Some(Body { content_type: APPLICATION_JSON, bytes: body }),
         )
         .await?;
         state.push_provider = update.provider;
@@ -608,19 +505,14 @@ impl AssentClient {
     async fn unenroll_inner(&self) -> Result<()> {
         let _guard = self.lifecycle.lock().await;
         let state = self.session()?;
-        match self
-            .device_request(&state, Method::DELETE, "/v1/device", None)
-            .await
-        {
+        match self.device_request(&state, Method::DELETE, "/v1/device", None).await {
             Ok(_) => {}
             // Already revoked or gone on the server (the real server answers `401
             // unknown_device` for a device it never had or lost with its database): finish
             // locally.
             Err(e)
-                if matches!(
-                    e.problem_code(),
-                    Some("device_revoked" | "unknown_device")
-                ) || e.status() == Some(404) => {}
+                if matches!(e.problem_code(), Some("device_revoked" | "unknown_device")) || e.status() == Some(404) => {
+            }
             Err(e) => return Err(e),
         }
         self.forget(Some(state.key_alias)).await
@@ -632,15 +524,8 @@ impl AssentClient {
         self.state_store.clear().map_err(Error::Storage)?;
         self.set_slot(Slot::Empty);
         if let Some(alias) = alias {
-            match self
-                .key_store_call("delete_key", move |ks| ks.delete_key(alias))
-                .await
-            {
-                Ok(())
-                | Err(Error::KeyStore {
-                    source: KeyStoreError::KeyInvalidated,
-                    ..
-                }) => {}
+            match self.key_store_call("delete_key", move |ks| ks.delete_key(alias)).await {
+                Ok(()) | Err(Error::KeyStore { source: KeyStoreError::KeyInvalidated, .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -649,11 +534,7 @@ impl AssentClient {
 }
 
 fn verifier_of(state: &DeviceState) -> Verifier<'_> {
-    Verifier {
-        pinned: &state.pinned_server_key,
-        device_id: &state.device_id,
-        user_id: &state.user_id,
-    }
+    Verifier { pinned: &state.pinned_server_key, device_id: &state.device_id, user_id: &state.user_id }
 }
 
 fn enrollment_of(state: &DeviceState) -> Enrollment {
@@ -663,10 +544,7 @@ fn enrollment_of(state: &DeviceState) -> Enrollment {
         user_display_name: state.user_display_name.clone(),
         server_url: state.server_url.clone(),
         server_key_id: state.pinned_kid(),
-        push: PushRegistration {
-            provider: state.push_provider.into(),
-            token: state.push_token.clone(),
-        },
+        push: PushRegistration { provider: state.push_provider.into(), token: state.push_token.clone() },
         hardware_backed: state.hardware_backed,
     }
 }

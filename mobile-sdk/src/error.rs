@@ -306,10 +306,7 @@ impl Error {
     /// The `code` of the server's problem body, if this is a status error that had one.
     pub fn problem_code(&self) -> Option<&str> {
         match self {
-            Error::Status {
-                problem: Some(problem),
-                ..
-            } => problem.code.as_deref(),
+            Error::Status { problem: Some(problem), .. } => problem.code.as_deref(),
             _ => None,
         }
     }
@@ -317,9 +314,7 @@ impl Error {
     /// The HTTP status, if the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Status { status, .. } | Error::UnexpectedResponse { status, .. } => {
-                Some(*status)
-            }
+            Error::Status { status, .. } | Error::UnexpectedResponse { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -336,15 +331,9 @@ impl From<Error> for AssentError {
             | Error::PushPayload(_) => AssentError::InvalidInput { detail },
             Error::NotEnrolled => AssentError::NotEnrolled,
             Error::AlreadyEnrolled { .. } => AssentError::AlreadyEnrolled,
-            Error::PinnedKeyMissing { .. } | Error::UnknownChallengeKey { .. } => {
-                AssentError::ServerKeyMismatch
-            }
-            Error::ChallengeInvalid(_) | Error::ChallengeIdMismatch { .. } => {
-                AssentError::Tampered { detail }
-            }
-            Error::NotAddressed { .. } | Error::WrongUser { .. } => {
-                AssentError::NotAddressedToDevice
-            }
+            Error::PinnedKeyMissing { .. } | Error::UnknownChallengeKey { .. } => AssentError::ServerKeyMismatch,
+            Error::ChallengeInvalid(_) | Error::ChallengeIdMismatch { .. } => AssentError::Tampered { detail },
+            Error::NotAddressed { .. } | Error::WrongUser { .. } => AssentError::NotAddressedToDevice,
             Error::Expired { .. } => AssentError::Expired,
             Error::KeyStore { source, .. } => match source {
                 KeyStoreError::KeyInvalidated => AssentError::KeyInvalidated,
@@ -352,19 +341,11 @@ impl From<Error> for AssentError {
                 KeyStoreError::UserVerificationRequired => AssentError::UserVerificationRequired,
                 KeyStoreError::Failed { .. } => AssentError::KeyStore { detail },
             },
-            Error::BadPublicKey(_) | Error::BadKeyStoreSignature => {
-                AssentError::KeyStore { detail }
-            }
+            Error::BadPublicKey(_) | Error::BadKeyStoreSignature => AssentError::KeyStore { detail },
             Error::Storage(_) | Error::CorruptState(_) => AssentError::Storage { detail },
             Error::Protocol(_) | Error::Task(_) => AssentError::Internal { detail },
-            Error::Http(e) => AssentError::Network {
-                detail: with_sources(&e),
-            },
-            Error::UnexpectedResponse { status, reason } => AssentError::Server {
-                status,
-                code: None,
-                detail: reason,
-            },
+            Error::Http(e) => AssentError::Network { detail: with_sources(&e) },
+            Error::UnexpectedResponse { status, reason } => AssentError::Server { status, code: None, detail: reason },
             Error::Status { status, problem } => from_status(status, problem.unwrap_or_default()),
         }
     }
@@ -393,10 +374,7 @@ fn from_status(status: u16, problem: Problem) -> AssentError {
         (410, _) => AssentError::Expired,
         _ => AssentError::Server {
             status,
-            detail: problem
-                .detail
-                .or(problem.title)
-                .unwrap_or_else(|| format!("HTTP {status}")),
+            detail: problem.detail.or(problem.title).unwrap_or_else(|| format!("HTTP {status}")),
             code: problem.code,
         },
     }
@@ -409,85 +387,39 @@ mod tests {
     fn status(status: u16, code: Option<&str>) -> AssentError {
         Error::Status {
             status,
-            problem: Some(Problem {
-                code: code.map(str::to_owned),
-                title: Some("Title".into()),
-                detail: None,
-            }),
+            problem: Some(Problem { code: code.map(str::to_owned), title: Some("Title".into()), detail: None }),
         }
         .into()
     }
 
     #[test]
     fn statuses_map_to_what_apps_act_on() {
-        assert_eq!(
-            status(401, Some("device_revoked")),
-            AssentError::DeviceRevoked
-        );
-        assert_eq!(
-            status(401, Some("unknown_device")),
-            AssentError::DeviceRevoked
-        );
+        assert_eq!(status(401, Some("device_revoked")), AssentError::DeviceRevoked);
+        assert_eq!(status(401, Some("unknown_device")), AssentError::DeviceRevoked);
         assert_eq!(
             status(401, Some("invalid_proof")),
-            AssentError::Unauthorized {
-                code: Some("invalid_proof".into())
-            }
+            AssentError::Unauthorized { code: Some("invalid_proof".into()) }
         );
         assert_eq!(status(404, Some("not_found")), AssentError::NotFound);
-        assert_eq!(
-            status(409, Some("already_decided")),
-            AssentError::AlreadyDecided
-        );
+        assert_eq!(status(409, Some("already_decided")), AssentError::AlreadyDecided);
         assert_eq!(status(410, Some("challenge_expired")), AssentError::Expired);
-        assert_eq!(
-            status(410, Some("enrollment_invalid")),
-            AssentError::Expired
-        );
+        assert_eq!(status(410, Some("enrollment_invalid")), AssentError::Expired);
         assert_eq!(
             status(429, Some("rate_limited")),
-            AssentError::Server {
-                status: 429,
-                code: Some("rate_limited".into()),
-                detail: "Title".into()
-            }
+            AssentError::Server { status: 429, code: Some("rate_limited".into()), detail: "Title".into() }
         );
-        let bare: AssentError = Error::Status {
-            status: 502,
-            problem: None,
-        }
-        .into();
-        assert_eq!(
-            bare,
-            AssentError::Server {
-                status: 502,
-                code: None,
-                detail: "HTTP 502".into()
-            }
-        );
+        let bare: AssentError = Error::Status { status: 502, problem: None }.into();
+        assert_eq!(bare, AssentError::Server { status: 502, code: None, detail: "HTTP 502".into() });
     }
 
     #[test]
     fn key_store_errors_keep_cancel_and_invalidation() {
-        let cancelled: AssentError = Error::KeyStore {
-            op: "sign",
-            source: KeyStoreError::UserCancelled,
-        }
-        .into();
+        let cancelled: AssentError = Error::KeyStore { op: "sign", source: KeyStoreError::UserCancelled }.into();
         assert_eq!(cancelled, AssentError::UserCancelled);
-        let gone: AssentError = Error::KeyStore {
-            op: "sign",
-            source: KeyStoreError::KeyInvalidated,
-        }
-        .into();
+        let gone: AssentError = Error::KeyStore { op: "sign", source: KeyStoreError::KeyInvalidated }.into();
         assert_eq!(gone, AssentError::KeyInvalidated);
-        let other: AssentError = Error::KeyStore {
-            op: "sign",
-            source: KeyStoreError::Failed {
-                detail: "boom".into(),
-            },
-        }
-        .into();
+        let other: AssentError =
+            Error::KeyStore { op: "sign", source: KeyStoreError::Failed { detail: "boom".into() } }.into();
         assert!(matches!(other, AssentError::KeyStore { detail } if detail.contains("boom")));
     }
 }

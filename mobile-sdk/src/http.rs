@@ -22,10 +22,7 @@ const MAX_BODY: usize = 1024 * 1024;
 /// `[::1]` only (development and tests). No credentials, query or fragment. Returned without a
 /// trailing slash, so endpoint paths can be appended.
 pub fn validate_server_url(text: &str) -> Result<Url> {
-    let refuse = |reason| Error::ServerUrl {
-        url: text.to_owned(),
-        reason,
-    };
+    let refuse = |reason| Error::ServerUrl { url: text.to_owned(), reason };
     let url = Url::parse(text.trim()).map_err(|_| refuse("not a URL"))?;
     let host = url.host_str().ok_or_else(|| refuse("no host"))?;
     match url.scheme() {
@@ -50,10 +47,7 @@ pub fn validate_server_url(text: &str) -> Result<Url> {
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<Ipv4Addr>() == Ok(Ipv4Addr::LOCALHOST)
-        || host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .and_then(|h| h.parse::<Ipv6Addr>().ok())
+        || host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).and_then(|h| h.parse::<Ipv6Addr>().ok())
             == Some(Ipv6Addr::LOCALHOST)
 }
 
@@ -75,10 +69,7 @@ pub(crate) fn path_and_query(url: &Url) -> String {
 
 /// Builds the HTTP client: rustls with the Mozilla root set plus `extra_roots_pem`, TLS
 /// certificate checks on (there is deliberately no switch to turn them off), no redirects.
-pub(crate) fn build_client(
-    timeout: Duration,
-    extra_roots_pem: &[String],
-) -> Result<reqwest::Client> {
+pub(crate) fn build_client(timeout: Duration, extra_roots_pem: &[String]) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())
@@ -113,19 +104,14 @@ pub(crate) async fn send(
         request = request.header(AUTHORIZATION, value);
     }
     if let Some(body) = body {
-        request = request
-            .header(CONTENT_TYPE, body.content_type)
-            .body(body.bytes);
+        request = request.header(CONTENT_TYPE, body.content_type).body(body.bytes);
     }
     let mut response = request.send().await.map_err(Error::Http)?;
     let status = response.status().as_u16();
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(Error::Http)? {
         if bytes.len() + chunk.len() > MAX_BODY {
-            return Err(Error::UnexpectedResponse {
-                status,
-                reason: format!("body larger than {MAX_BODY} bytes"),
-            });
+            return Err(Error::UnexpectedResponse { status, reason: format!("body larger than {MAX_BODY} bytes") });
         }
         bytes.extend_from_slice(&chunk);
     }
@@ -140,10 +126,7 @@ pub(crate) async fn send(
 
 /// Decodes a JSON success body.
 pub(crate) fn json<T: serde::de::DeserializeOwned>(status: u16, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::UnexpectedResponse {
-        status,
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|e| Error::UnexpectedResponse { status, reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -177,10 +160,7 @@ mod tests {
             "assent.example.com",
             "",
         ] {
-            assert!(
-                matches!(validate_server_url(bad), Err(Error::ServerUrl { .. })),
-                "{bad}"
-            );
+            assert!(matches!(validate_server_url(bad), Err(Error::ServerUrl { .. })), "{bad}");
         }
     }
 

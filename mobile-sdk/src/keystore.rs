@@ -75,10 +75,7 @@ pub(crate) fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey> {
         return Ok(key);
     }
     VerifyingKey::from_public_key_der(bytes).map_err(|_| {
-        Error::BadPublicKey(format!(
-            "{} bytes, neither SEC1 nor DER SubjectPublicKeyInfo of a P-256 key",
-            bytes.len()
-        ))
+        Error::BadPublicKey(format!("{} bytes, neither SEC1 nor DER SubjectPublicKeyInfo of a P-256 key", bytes.len()))
     })
 }
 
@@ -90,18 +87,12 @@ pub(crate) fn normalize_signature(
     message: &[u8],
     key: &VerifyingKey,
 ) -> Result<([u8; SIGNATURE_LEN], SignatureFormat)> {
-    let raw = <[u8; SIGNATURE_LEN]>::try_from(signature)
-        .ok()
-        .map(|raw| (raw, SignatureFormat::Raw));
-    let der = jws::der_to_raw(signature)
-        .ok()
-        .map(|raw| (raw, SignatureFormat::Der));
+    let raw = <[u8; SIGNATURE_LEN]>::try_from(signature).ok().map(|raw| (raw, SignatureFormat::Raw));
+    let der = jws::der_to_raw(signature).ok().map(|raw| (raw, SignatureFormat::Der));
     [raw, der]
         .into_iter()
         .flatten()
-        .find(|(raw, _)| {
-            Signature::from_slice(raw).is_ok_and(|sig| key.verify(message, &sig).is_ok())
-        })
+        .find(|(raw, _)| Signature::from_slice(raw).is_ok_and(|sig| key.verify(message, &sig).is_ok()))
         .ok_or(Error::BadKeyStoreSignature)
 }
 
@@ -134,11 +125,7 @@ impl Default for SoftwareKeyStore {
 impl SoftwareKeyStore {
     /// An empty store whose signatures come in `format`.
     pub fn new(format: SignatureFormat) -> Self {
-        SoftwareKeyStore {
-            keys: Mutex::new(BTreeMap::new()),
-            format,
-            user_verification: false,
-        }
+        SoftwareKeyStore { keys: Mutex::new(BTreeMap::new()), format, user_verification: false }
     }
 
     /// Makes [`KeyInfo::user_verification`] report `value` (tests only: this store verifies
@@ -152,44 +139,32 @@ impl SoftwareKeyStore {
     /// Every key as alias -> base64url private scalar, for an app that persists this store
     /// itself (the reference app writes them into its state file).
     pub fn export_keys(&self) -> BTreeMap<String, String> {
-        self.locked()
-            .iter()
-            .map(|(alias, key)| (alias.clone(), b64::encode(key.to_bytes())))
-            .collect()
+        self.locked().iter().map(|(alias, key)| (alias.clone(), b64::encode(key.to_bytes()))).collect()
     }
 
     /// Loads a key written by [`Self::export_keys`].
     pub fn import_key(&self, alias: &str, scalar_b64: &str) -> Result<(), KeyStoreError> {
-        let bytes = b64::decode(scalar_b64).map_err(|e| KeyStoreError::Failed {
-            detail: format!("key {alias}: {e}"),
-        })?;
-        let key = SigningKey::from_slice(&bytes).map_err(|_| KeyStoreError::Failed {
-            detail: format!("key {alias}: not a P-256 private scalar"),
-        })?;
+        let bytes =
+            b64::decode(scalar_b64).map_err(|e| KeyStoreError::Failed { detail: format!("key {alias}: {e}") })?;
+        let key = SigningKey::from_slice(&bytes)
+            .map_err(|_| KeyStoreError::Failed { detail: format!("key {alias}: not a P-256 private scalar") })?;
         self.locked().insert(alias.to_owned(), key);
         Ok(())
     }
 
     fn locked(&self) -> MutexGuard<'_, BTreeMap<String, SigningKey>> {
         // A panic while holding the lock cannot leave the map half-updated: recover it.
-        self.keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn key(&self, alias: &str) -> Result<SigningKey, KeyStoreError> {
-        self.locked()
-            .get(alias)
-            .cloned()
-            .ok_or(KeyStoreError::KeyInvalidated)
+        self.locked().get(alias).cloned().ok_or(KeyStoreError::KeyInvalidated)
     }
 }
 
 impl KeyStore for SoftwareKeyStore {
     fn create_key(&self, alias: String) -> Result<(), KeyStoreError> {
-        let key = jws::generate_signing_key().map_err(|e| KeyStoreError::Failed {
-            detail: e.to_string(),
-        })?;
+        let key = jws::generate_signing_key().map_err(|e| KeyStoreError::Failed { detail: e.to_string() })?;
         self.locked().insert(alias, key);
         Ok(())
     }
@@ -204,11 +179,7 @@ impl KeyStore for SoftwareKeyStore {
 
     fn public_key(&self, alias: String) -> Result<Vec<u8>, KeyStoreError> {
         let key = self.key(&alias)?;
-        Ok(key
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec())
+        Ok(key.verifying_key().to_encoded_point(false).as_bytes().to_vec())
     }
 
     fn delete_key(&self, alias: String) -> Result<(), KeyStoreError> {
@@ -218,10 +189,7 @@ impl KeyStore for SoftwareKeyStore {
 
     fn key_info(&self, alias: String) -> Result<KeyInfo, KeyStoreError> {
         self.key(&alias)?;
-        Ok(KeyInfo {
-            hardware_backed: false,
-            user_verification: self.user_verification,
-        })
+        Ok(KeyInfo { hardware_backed: false, user_verification: self.user_verification })
     }
 }
 
@@ -247,47 +215,24 @@ pub struct KeyStoreReport {
 #[uniffi::export]
 pub fn check_key_store(key_store: Arc<dyn KeyStore>) -> Result<KeyStoreReport, AssentError> {
     let alias = format!("assent-check-{}", messages::new_jti().map_err(Error::from)?);
-    key_store
-        .create_key(alias.clone())
-        .map_err(|source| Error::KeyStore {
-            op: "create_key",
-            source,
-        })?;
+    key_store.create_key(alias.clone()).map_err(|source| Error::KeyStore { op: "create_key", source })?;
     let result = exercise_key(key_store.as_ref(), &alias);
-    let deleted = key_store
-        .delete_key(alias)
-        .map_err(|source| Error::KeyStore {
-            op: "delete_key",
-            source,
-        });
+    let deleted = key_store.delete_key(alias).map_err(|source| Error::KeyStore { op: "delete_key", source });
     let report = result?;
     deleted?;
     Ok(report)
 }
 
 fn exercise_key(key_store: &dyn KeyStore, alias: &str) -> Result<KeyStoreReport> {
-    let public = key_store
-        .public_key(alias.to_owned())
-        .map_err(|source| Error::KeyStore {
-            op: "public_key",
-            source,
-        })?;
+    let public =
+        key_store.public_key(alias.to_owned()).map_err(|source| Error::KeyStore { op: "public_key", source })?;
     let key = parse_public_key(&public)?;
     let message = b"assent key store self-check".to_vec();
-    let signature = key_store
-        .sign(alias.to_owned(), message.clone())
-        .map_err(|source| Error::KeyStore { op: "sign", source })?;
+    let signature =
+        key_store.sign(alias.to_owned(), message.clone()).map_err(|source| Error::KeyStore { op: "sign", source })?;
     let (_, signature_format) = normalize_signature(&signature, &message, &key)?;
-    let key_info = key_store
-        .key_info(alias.to_owned())
-        .map_err(|source| Error::KeyStore {
-            op: "key_info",
-            source,
-        })?;
-    Ok(KeyStoreReport {
-        signature_format,
-        key_info,
-    })
+    let key_info = key_store.key_info(alias.to_owned()).map_err(|source| Error::KeyStore { op: "key_info", source })?;
+    Ok(KeyStoreReport { signature_format, key_info })
 }
 
 #[cfg(test)]
@@ -307,10 +252,7 @@ mod tests {
             let sig = Signature::from_slice(&raw).unwrap();
             assert!(key.verify(b"hello", &sig).is_ok());
             // Over another message, or under another key, neither reading verifies.
-            assert!(matches!(
-                normalize_signature(&signature, b"other", &key),
-                Err(Error::BadKeyStoreSignature)
-            ));
+            assert!(matches!(normalize_signature(&signature, b"other", &key), Err(Error::BadKeyStoreSignature)));
             let other = jws::generate_signing_key().unwrap();
             assert!(matches!(
                 normalize_signature(&signature, b"hello", other.verifying_key()),
@@ -318,10 +260,7 @@ mod tests {
             ));
         }
         let key = jws::generate_signing_key().unwrap();
-        assert!(matches!(
-            normalize_signature(&[0u8; 10], b"x", key.verifying_key()),
-            Err(Error::BadKeyStoreSignature)
-        ));
+        assert!(matches!(normalize_signature(&[0u8; 10], b"x", key.verifying_key()), Err(Error::BadKeyStoreSignature)));
     }
 
     #[test]
@@ -334,10 +273,7 @@ mod tests {
         assert_eq!(parse_public_key(uncompressed.as_bytes()).unwrap(), vk);
         assert_eq!(parse_public_key(compressed.as_bytes()).unwrap(), vk);
         assert_eq!(parse_public_key(spki.as_bytes()).unwrap(), vk);
-        assert!(matches!(
-            parse_public_key(&[4u8; 65]),
-            Err(Error::BadPublicKey(_))
-        ));
+        assert!(matches!(parse_public_key(&[4u8; 65]), Err(Error::BadPublicKey(_))));
     }
 
     #[test]
@@ -347,33 +283,20 @@ mod tests {
         let exported = store.export_keys();
         let copy = SoftwareKeyStore::new(SignatureFormat::Der);
         copy.import_key("a", &exported["a"]).unwrap();
-        assert_eq!(
-            copy.public_key("a".into()).unwrap(),
-            store.public_key("a".into()).unwrap()
-        );
+        assert_eq!(copy.public_key("a".into()).unwrap(), store.public_key("a".into()).unwrap());
         assert!(!format!("{store:?}").contains(&exported["a"]));
         store.delete_key("a".into()).unwrap();
         store.delete_key("a".into()).unwrap();
-        assert_eq!(
-            store.sign("a".into(), vec![1]),
-            Err(KeyStoreError::KeyInvalidated)
-        );
+        assert_eq!(store.sign("a".into(), vec![1]), Err(KeyStoreError::KeyInvalidated));
         assert!(copy.import_key("b", "not base64!").is_err());
     }
 
     #[test]
     fn check_key_store_reports_format_and_cleans_up() {
-        let store =
-            Arc::new(SoftwareKeyStore::new(SignatureFormat::Der).with_user_verification(true));
+        let store = Arc::new(SoftwareKeyStore::new(SignatureFormat::Der).with_user_verification(true));
         let report = check_key_store(store.clone()).unwrap();
         assert_eq!(report.signature_format, SignatureFormat::Der);
-        assert_eq!(
-            report.key_info,
-            KeyInfo {
-                hardware_backed: false,
-                user_verification: true
-            }
-        );
+        assert_eq!(report.key_info, KeyInfo { hardware_backed: false, user_verification: true });
         assert!(store.export_keys().is_empty());
     }
 
@@ -402,13 +325,7 @@ mod tests {
 
     #[test]
     fn check_key_store_catches_a_wrong_key() {
-        let store = Arc::new(LyingStore(
-            SoftwareKeyStore::default(),
-            SoftwareKeyStore::default(),
-        ));
-        assert!(matches!(
-            check_key_store(store),
-            Err(AssentError::KeyStore { .. })
-        ));
+        let store = Arc::new(LyingStore(SoftwareKeyStore::default(), SoftwareKeyStore::default()));
+        assert!(matches!(check_key_store(store), Err(AssentError::KeyStore { .. })));
     }
 }

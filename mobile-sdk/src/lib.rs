@@ -39,14 +39,12 @@ pub use client::{AssentClient, Clock, SystemClock};
 pub use error::{AssentError, Error, KeyStoreError, Problem, StorageError};
 pub use http::validate_server_url;
 pub use keystore::{
-    KeyInfo, KeyStore, KeyStoreReport, SignatureFormat, SoftwareKeyStore, check_key_store,
-    software_key_store,
+    KeyInfo, KeyStore, KeyStoreReport, SignatureFormat, SoftwareKeyStore, check_key_store, software_key_store,
 };
 pub use model::{
-    Challenge, ChallengeContext, ChallengeDetail, ChallengeStatus, ClientConfig,
-    DeviceRegistration, Enrollment, Platform, PushProvider, PushRegistration, ResponseOutcome,
+    Challenge, ChallengeContext, ChallengeDetail, ChallengeStatus, ClientConfig, DeviceRegistration, Enrollment,
+    Platform, PushProvider, PushRegistration, ResponseOutcome,
 };
 pub use state::{
-    FileStateStore, MemoryStateStore, StateStore, file_state_store, memory_state_store,
-    write_file_atomically,
+    FileStateStore, MemoryStateStore, StateStore, file_state_store, memory_state_store, write_file_atomically,
 };

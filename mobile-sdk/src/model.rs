@@ -73,23 +73,18 @@ pub struct PushRegistration {
 impl PushRegistration {
     /// Poll-only: no push service.
     pub fn poll_only() -> Self {
-        PushRegistration {
-            provider: PushProvider::PollOnly,
-            token: None,
-        }
+        PushRegistration { provider: PushProvider::PollOnly, token: None }
     }
 
     /// Checks the provider/token combination.
     pub(crate) fn validate(&self) -> Result<()> {
         match (self.provider, self.token.as_deref()) {
             (PushProvider::PollOnly, None) => Ok(()),
-            (PushProvider::PollOnly, Some(_)) => Err(Error::InvalidInput(
-                "a poll-only registration takes no push token".into(),
-            )),
+            (PushProvider::PollOnly, Some(_)) => {
+                Err(Error::InvalidInput("a poll-only registration takes no push token".into()))
+            }
             (_, Some(token)) if !token.trim().is_empty() && token.len() <= 4096 => Ok(()),
-            (_, _) => Err(Error::InvalidInput(
-                "APNs and FCM registrations need a non-empty push token".into(),
-            )),
+            (_, _) => Err(Error::InvalidInput("APNs and FCM registrations need a non-empty push token".into())),
         }
     }
 }
@@ -123,11 +118,7 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig {
-            server_url_override: None,
-            request_timeout_seconds: 30,
-            extra_root_certificates_pem: Vec::new(),
-        }
+        ClientConfig { server_url_override: None, request_timeout_seconds: 30, extra_root_certificates_pem: Vec::new() }
     }
 }
 
@@ -256,22 +247,13 @@ impl Challenge {
             id: claims.jti,
             user_id: claims.sub,
             title: claims.title,
-            details: claims
-                .details
-                .into_iter()
-                .map(|d| ChallengeDetail {
-                    label: d.label,
-                    value: d.value,
-                })
-                .collect(),
+            details: claims.details.into_iter().map(|d| ChallengeDetail { label: d.label, value: d.value }).collect(),
             context: ChallengeContext {
                 ip: claims.context.ip,
                 location: claims.context.location,
                 user_agent: claims.context.user_agent,
             },
-            number_choices: claims
-                .number_choices
-                .map(|n| n.into_iter().map(u32::from).collect()),
+            number_choices: claims.number_choices.map(|n| n.into_iter().map(u32::from).collect()),
             issued_at: system_time(claims.iat),
             expires_at: system_time(claims.exp),
             jws,
@@ -286,27 +268,19 @@ mod tests {
     #[test]
     fn push_registration_rules() {
         assert!(PushRegistration::poll_only().validate().is_ok());
-        let fcm = |token: Option<&str>| PushRegistration {
-            provider: PushProvider::Fcm,
-            token: token.map(str::to_owned),
-        };
+        let fcm =
+            |token: Option<&str>| PushRegistration { provider: PushProvider::Fcm, token: token.map(str::to_owned) };
         assert!(fcm(Some("tok")).validate().is_ok());
         assert!(fcm(None).validate().is_err());
         assert!(fcm(Some("  ")).validate().is_err());
-        let poll_with_token = PushRegistration {
-            provider: PushProvider::PollOnly,
-            token: Some("x".into()),
-        };
+        let poll_with_token = PushRegistration { provider: PushProvider::PollOnly, token: Some("x".into()) };
         assert!(poll_with_token.validate().is_err());
     }
 
     #[test]
     fn statuses_parse() {
         assert_eq!(ChallengeStatus::from("approved"), ChallengeStatus::Approved);
-        assert_eq!(
-            ChallengeStatus::from("fraud_reported"),
-            ChallengeStatus::FraudReported
-        );
+        assert_eq!(ChallengeStatus::from("fraud_reported"), ChallengeStatus::FraudReported);
         assert_eq!(ChallengeStatus::from("weird"), ChallengeStatus::Other);
         assert_eq!(system_time(-5), UNIX_EPOCH);
         assert_eq!(system_time(10), UNIX_EPOCH + Duration::from_secs(10));

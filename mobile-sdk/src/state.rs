@@ -78,8 +78,7 @@ impl DeviceState {
         struct Version {
             version: u32,
         }
-        let version: Version =
-            serde_json::from_str(json).map_err(|e| Error::CorruptState(e.to_string()))?;
+        let version: Version = serde_json::from_str(json).map_err(|e| Error::CorruptState(e.to_string()))?;
         if version.version != STATE_VERSION {
             return Err(Error::CorruptState(format!(
                 "state version {} is not supported (expected {STATE_VERSION})",
@@ -110,17 +109,14 @@ impl FileStateStore {
 }
 
 fn storage_error(path: &Path, action: &str, e: &io::Error) -> StorageError {
-    StorageError::Failed {
-        detail: format!("{action} {}: {e}", path.display()),
-    }
+    StorageError::Failed { detail: format!("{action} {}: {e}", path.display()) }
 }
 
 /// Writes `contents` to `path` atomically: a sibling temporary file, synced, then renamed over
 /// it. Unix permissions are 0600 since the file may hold keys (the reference app's does).
 pub fn write_file_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let file_name =
+        path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
@@ -148,8 +144,7 @@ impl StateStore for FileStateStore {
     }
 
     fn save(&self, state: String) -> Result<(), StorageError> {
-        write_file_atomically(&self.path, state.as_bytes())
-            .map_err(|e| storage_error(&self.path, "writing", &e))
+        write_file_atomically(&self.path, state.as_bytes()).map_err(|e| storage_error(&self.path, "writing", &e))
     }
 
     fn clear(&self) -> Result<(), StorageError> {
@@ -180,9 +175,7 @@ impl MemoryStateStore {
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -245,14 +238,8 @@ mod tests {
         assert_eq!(DeviceState::from_json(&json).unwrap(), state);
         assert_eq!(state.pinned_kid(), state.pinned_server_key.kid().unwrap());
         let future = json.replace("\"version\":1", "\"version\":2");
-        assert!(matches!(
-            DeviceState::from_json(&future),
-            Err(Error::CorruptState(_))
-        ));
-        assert!(matches!(
-            DeviceState::from_json("{}"),
-            Err(Error::CorruptState(_))
-        ));
+        assert!(matches!(DeviceState::from_json(&future), Err(Error::CorruptState(_))));
+        assert!(matches!(DeviceState::from_json("{}"), Err(Error::CorruptState(_))));
     }
 
     #[test]

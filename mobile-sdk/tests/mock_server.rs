@@ -12,14 +12,14 @@ use assent_protocol::jws::{self, JwsType, KeyRef};
 use assent_protocol::messages::{parse_proof_authorization, within_clock_skew};
 use assent_protocol::p256::ecdsa::{SigningKey, VerifyingKey};
 use assent_protocol::{
-    ChallengeClaims, ChallengeResponseRequest, Context, Decision, Detail, DeviceChallenge,
-    DeviceChallengeList, EcPublicJwk, EnrollClaims, EnrollResponse, EnrollUri, Jwks, ProofClaims,
-    PushTokenUpdate, ResponseClaims, sha256_b64,
+    ChallengeClaims, ChallengeResponseRequest, Context, Decision, Detail, DeviceChallenge, DeviceChallengeList,
+    EcPublicJwk, EnrollClaims, EnrollResponse, EnrollUri, Jwks, ProofClaims, PushTokenUpdate, ResponseClaims,
+    sha256_b64,
 };
 use assent_sdk::{
-    AssentClient, AssentError, ChallengeStatus, ClientConfig, Clock, DeviceRegistration,
-    FileStateStore, KeyStore, MemoryStateStore, Platform, PushProvider, PushRegistration,
-    SignatureFormat, SoftwareKeyStore, StateStore, SystemClock,
+    AssentClient, AssentError, ChallengeStatus, ClientConfig, Clock, DeviceRegistration, FileStateStore, KeyStore,
+    MemoryStateStore, Platform, PushProvider, PushRegistration, SignatureFormat, SoftwareKeyStore, StateStore,
+    SystemClock,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -63,12 +63,7 @@ impl Mock {
 
     /// Adds a pending challenge for every device, signed by `signer` (the server key unless a
     /// test forges one).
-    fn add_challenge(
-        &self,
-        number_choices: Option<Vec<u8>>,
-        ttl: i64,
-        signer: Option<&SigningKey>,
-    ) -> String {
+    fn add_challenge(&self, number_choices: Option<Vec<u8>>, ttl: i64, signer: Option<&SigningKey>) -> String {
         let mut data = self.data();
         let id = format!("chl_{}", data.challenges.len() + 1);
         let now = SystemClock.now();
@@ -79,23 +74,15 @@ impl Mock {
             iat: now,
             exp: now + ttl,
             title: "Pay EUR 250.00 to ACME".into(),
-            details: vec![Detail {
-                label: "IBAN".into(),
-                value: "DE89 3704 0044 0532 0130 00".into(),
-            }],
-            context: Context {
-                ip: Some("203.0.113.7".into()),
-                location: Some("Berlin, DE".into()),
-                user_agent: None,
-            },
+            details: vec![Detail { label: "IBAN".into(), value: "DE89 3704 0044 0532 0130 00".into() }],
+            context: Context { ip: Some("203.0.113.7".into()), location: Some("Berlin, DE".into()), user_agent: None },
             number_choices: number_choices.clone(),
         };
         let signer = signer.unwrap_or(&self.key);
         let kid = EcPublicJwk::from_verifying_key(signer.verifying_key()).thumbprint();
         let token = jws::sign(JwsType::Challenge, KeyRef::Kid(&kid), &claims, signer).unwrap();
         let correct = number_choices.map(|c| c[1]);
-        data.challenges
-            .push((id.clone(), token, "pending".into(), correct));
+        data.challenges.push((id.clone(), token, "pending".into(), correct));
         id
     }
 }
@@ -104,25 +91,15 @@ fn problem(status: StatusCode, code: &str) -> Response {
     (
         status,
         [("content-type", "application/problem+json")],
-        json!({"type": "about:blank", "title": code, "status": status.as_u16(), "code": code})
-            .to_string(),
+        json!({"type": "about:blank", "title": code, "status": status.as_u16(), "code": code}).to_string(),
     )
         .into_response()
 }
 
 /// Checks `Authorization: Assent-Proof` as the server must; returns the device id.
-fn authenticate(
-    mock: &Mock,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<String, Response> {
+fn authenticate(mock: &Mock, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
     let unauthorized = || problem(StatusCode::UNAUTHORIZED, "invalid_proof");
-    let value = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(unauthorized)?;
+    let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or_else(unauthorized)?;
     let token = parse_proof_authorization(value).ok_or_else(unauthorized)?;
     let unverified = jws::decode(token, JwsType::Proof).map_err(|_| unauthorized())?;
     let device_id = unverified.header().kid().unwrap_or_default().to_owned();
@@ -131,14 +108,9 @@ fn authenticate(
         return Err(problem(StatusCode::UNAUTHORIZED, "device_revoked"));
     }
     let key = *data.devices.get(&device_id).ok_or_else(unauthorized)?;
-    let claims: ProofClaims = unverified
-        .verify(&key)
-        .and_then(|v| v.claims())
-        .map_err(|_| unauthorized())?;
+    let claims: ProofClaims = unverified.verify(&key).and_then(|v| v.claims()).map_err(|_| unauthorized())?;
     let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    claims
-        .check_request(method.as_str(), target, body)
-        .map_err(|_| unauthorized())?;
+    claims.check_request(method.as_str(), target, body).map_err(|_| unauthorized())?;
     if !within_clock_skew(claims.iat, SystemClock.now()) || !data.seen_jtis.insert(claims.jti) {
         return Err(unauthorized());
     }
@@ -147,9 +119,7 @@ fn authenticate(
 
 async fn enroll(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: String) -> Response {
     assert_eq!(headers["content-type"], "application/jose");
-    let verified = jws::decode(&body, JwsType::Enroll)
-        .and_then(|u| u.verify_with_embedded_jwk())
-        .unwrap();
+    let verified = jws::decode(&body, JwsType::Enroll).and_then(|u| u.verify_with_embedded_jwk()).unwrap();
     let claims: EnrollClaims = verified.claims().unwrap();
     if claims.token != TOKEN {
         return problem(StatusCode::GONE, "enrollment_expired");
@@ -159,25 +129,13 @@ async fn enroll(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: String)
     let device_id = format!("dev_{}", data.devices.len() + 1);
     data.devices.insert(device_id.clone(), key);
     data.enroll_claims = Some(claims);
-    let server_keys = data
-        .jwks_override
-        .clone()
-        .unwrap_or_else(|| Jwks::from_verifying_keys([mock.key.verifying_key()]));
-    let answer = EnrollResponse {
-        device_id,
-        user_id: "alice".into(),
-        user_display_name: "Alice".into(),
-        server_keys,
-    };
+    let server_keys =
+        data.jwks_override.clone().unwrap_or_else(|| Jwks::from_verifying_keys([mock.key.verifying_key()]));
+    let answer = EnrollResponse { device_id, user_id: "alice".into(), user_display_name: "Alice".into(), server_keys };
     (StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
-async fn list(
-    State(mock): State<Arc<Mock>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn list(State(mock): State<Arc<Mock>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = authenticate(&mock, &method, &uri, &headers, b"") {
         return r;
     }
@@ -186,10 +144,7 @@ async fn list(
         .challenges
         .iter()
         .filter(|c| c.2 == "pending")
-        .map(|c| DeviceChallenge {
-            id: c.0.clone(),
-            jws: data.jws_override.clone().unwrap_or_else(|| c.1.clone()),
-        })
+        .map(|c| DeviceChallenge { id: c.0.clone(), jws: data.jws_override.clone().unwrap_or_else(|| c.1.clone()) })
         .collect();
     axum::Json(DeviceChallengeList { challenges }).into_response()
 }
@@ -266,12 +221,7 @@ async fn push_token(
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn delete_device(
-    State(mock): State<Arc<Mock>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn delete_device(State(mock): State<Arc<Mock>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     match authenticate(&mock, &method, &uri, &headers, b"") {
         Ok(device_id) => {
             mock.data().devices.remove(&device_id);
@@ -283,10 +233,7 @@ async fn delete_device(
 
 /// Starts the mock on 127.0.0.1 (port 0) and returns it with its enrollment URI.
 async fn start() -> (Arc<Mock>, String) {
-    let mock = Arc::new(Mock {
-        key: jws::generate_signing_key().unwrap(),
-        data: Mutex::new(Data::default()),
-    });
+    let mock = Arc::new(Mock { key: jws::generate_signing_key().unwrap(), data: Mutex::new(Data::default()) });
     let app = Router::new()
         .route("/v1/device/enroll", post(enroll))
         .route("/v1/device/challenges", get(list))
@@ -309,11 +256,7 @@ async fn start() -> (Arc<Mock>, String) {
 }
 
 fn phone() -> DeviceRegistration {
-    DeviceRegistration {
-        name: "Test phone".into(),
-        platform: Platform::Other,
-        push: PushRegistration::poll_only(),
-    }
+    DeviceRegistration { name: "Test phone".into(), platform: Platform::Other, push: PushRegistration::poll_only() }
 }
 
 fn client(keys: Arc<SoftwareKeyStore>, state: Arc<dyn StateStore>) -> Arc<AssentClient> {
@@ -327,10 +270,7 @@ async fn enroll_list_approve_with_and_without_number_matching() {
         let keys = Arc::new(SoftwareKeyStore::new(format).with_user_verification(true));
         let client = client(keys.clone(), Arc::new(MemoryStateStore::new()));
         assert!(!client.is_enrolled());
-        assert_eq!(
-            client.pending_challenges().await,
-            Err(AssentError::NotEnrolled)
-        );
+        assert_eq!(client.pending_challenges().await, Err(AssentError::NotEnrolled));
 
         let enrollment = client.enroll(uri.clone(), phone()).await.unwrap();
         assert_eq!(enrollment.device_id, "dev_1");
@@ -340,10 +280,7 @@ async fn enroll_list_approve_with_and_without_number_matching() {
         let sent = mock.data().enroll_claims.clone().unwrap();
         assert_eq!(sent.name, "Test phone");
         assert_eq!(sent.push.provider, assent_protocol::PushProvider::None);
-        assert_eq!(
-            client.enroll(uri.clone(), phone()).await,
-            Err(AssentError::AlreadyEnrolled)
-        );
+        assert_eq!(client.enroll(uri.clone(), phone()).await, Err(AssentError::AlreadyEnrolled));
 
         // A plain challenge: listed, verified, approved; a second answer is refused.
         let id = mock.add_challenge(None, 120, None);
@@ -361,23 +298,14 @@ async fn enroll_list_approve_with_and_without_number_matching() {
         let response = mock.data().responses.last().cloned().unwrap();
         assert!(response.uv);
         assert_eq!(response.number, None);
-        assert_eq!(
-            client.deny(challenge).await,
-            Err(AssentError::AlreadyDecided)
-        );
+        assert_eq!(client.deny(challenge).await, Err(AssentError::AlreadyDecided));
 
         // Number matching: the number is required and must be one of the choices.
         let id = mock.add_challenge(Some(vec![17, 42, 93]), 120, None);
         let challenge = client.challenge(id.clone()).await.unwrap();
         assert_eq!(challenge.number_choices, Some(vec![17, 42, 93]));
-        assert!(matches!(
-            client.approve(challenge.clone(), None).await,
-            Err(AssentError::InvalidInput { .. })
-        ));
-        assert!(matches!(
-            client.approve(challenge.clone(), Some(50)).await,
-            Err(AssentError::InvalidInput { .. })
-        ));
+        assert!(matches!(client.approve(challenge.clone(), None).await, Err(AssentError::InvalidInput { .. })));
+        assert!(matches!(client.approve(challenge.clone(), Some(50)).await, Err(AssentError::InvalidInput { .. })));
         let outcome = client.approve(challenge, Some(42)).await.unwrap();
         assert_eq!(outcome.status, ChallengeStatus::Approved);
         assert_eq!(mock.data().responses.last().unwrap().number, Some(42));
@@ -385,31 +313,16 @@ async fn enroll_list_approve_with_and_without_number_matching() {
         // Deny and fraud.
         let id = mock.add_challenge(None, 120, None);
         let challenge = client.challenge(id).await.unwrap();
-        assert_eq!(
-            client.report_fraud(challenge).await.unwrap().status,
-            ChallengeStatus::FraudReported
-        );
-        assert_eq!(
-            client.challenge("chl_404".into()).await,
-            Err(AssentError::NotFound)
-        );
-        assert!(matches!(
-            client.challenge("chl_../../v1/device".into()).await,
-            Err(AssentError::InvalidInput { .. })
-        ));
+        assert_eq!(client.report_fraud(challenge).await.unwrap().status, ChallengeStatus::FraudReported);
+        assert_eq!(client.challenge("chl_404".into()).await, Err(AssentError::NotFound));
+        assert!(matches!(client.challenge("chl_../../v1/device".into()).await, Err(AssentError::InvalidInput { .. })));
 
         // Push token update, then unenroll.
-        let fcm = PushRegistration {
-            provider: PushProvider::Fcm,
-            token: Some("fcm-token-2".into()),
-        };
+        let fcm = PushRegistration { provider: PushProvider::Fcm, token: Some("fcm-token-2".into()) };
         client.update_push_token(fcm.clone()).await.unwrap();
         assert_eq!(
             mock.data().push,
-            Some(PushTokenUpdate {
-                provider: assent_protocol::PushProvider::Fcm,
-                token: Some("fcm-token-2".into())
-            })
+            Some(PushTokenUpdate { provider: assent_protocol::PushProvider::Fcm, token: Some("fcm-token-2".into()) })
         );
         assert_eq!(client.enrollment().unwrap().push, fcm);
         client.unenroll().await.unwrap();
@@ -427,10 +340,7 @@ async fn swapped_server_key_at_enrollment_is_refused_and_nothing_is_kept() {
     let keys = Arc::new(SoftwareKeyStore::default());
     let state = Arc::new(MemoryStateStore::new());
     let client = client(keys.clone(), state.clone());
-    assert_eq!(
-        client.enroll(uri, phone()).await,
-        Err(AssentError::ServerKeyMismatch)
-    );
+    assert_eq!(client.enroll(uri, phone()).await, Err(AssentError::ServerKeyMismatch));
     assert!(!client.is_enrolled());
     assert!(keys.export_keys().is_empty());
     assert_eq!(state.load().unwrap(), None);
@@ -439,23 +349,14 @@ async fn swapped_server_key_at_enrollment_is_refused_and_nothing_is_kept() {
 #[tokio::test]
 async fn tampered_or_foreign_challenges_are_refused() {
     let (mock, uri) = start().await;
-    let client = client(
-        Arc::new(SoftwareKeyStore::default()),
-        Arc::new(MemoryStateStore::new()),
-    );
+    let client = client(Arc::new(SoftwareKeyStore::default()), Arc::new(MemoryStateStore::new()));
     client.enroll(uri, phone()).await.unwrap();
 
     // Signed by another key, under its own kid.
     let attacker = jws::generate_signing_key().unwrap();
     let forged = mock.add_challenge(None, 120, Some(&attacker));
-    assert_eq!(
-        client.challenge(forged).await,
-        Err(AssentError::ServerKeyMismatch)
-    );
-    assert_eq!(
-        client.pending_challenges().await,
-        Err(AssentError::ServerKeyMismatch)
-    );
+    assert_eq!(client.challenge(forged).await, Err(AssentError::ServerKeyMismatch));
+    assert_eq!(client.pending_challenges().await, Err(AssentError::ServerKeyMismatch));
     mock.data().challenges.clear();
 
     // The genuine token with its payload altered in transit.
@@ -467,20 +368,14 @@ async fn tampered_or_foreign_challenges_are_refused() {
     );
     parts[1] = &changed;
     mock.data().jws_override = Some(parts.join("."));
-    assert!(matches!(
-        client.challenge(id.clone()).await,
-        Err(AssentError::Tampered { .. })
-    ));
+    assert!(matches!(client.challenge(id.clone()).await, Err(AssentError::Tampered { .. })));
     mock.data().jws_override = None;
     let challenge = client.challenge(id).await.unwrap();
 
     // A record edited by the app (or anything between it and the SDK) is refused too.
     let mut edited = challenge.clone();
     edited.jws = parts.join(".");
-    assert!(matches!(
-        client.approve(edited, None).await,
-        Err(AssentError::Tampered { .. })
-    ));
+    assert!(matches!(client.approve(edited, None).await, Err(AssentError::Tampered { .. })));
     assert!(mock.data().responses.is_empty());
 }
 
@@ -509,10 +404,7 @@ async fn expired_challenges_are_refused_locally() {
     clock.0.store(30, Ordering::SeqCst);
     assert_eq!(client.challenge(id).await, Err(AssentError::Expired));
     assert_eq!(client.pending_challenges().await, Ok(vec![]));
-    assert_eq!(
-        client.approve(challenge, None).await,
-        Err(AssentError::Expired)
-    );
+    assert_eq!(client.approve(challenge, None).await, Err(AssentError::Expired));
     assert!(mock.data().responses.is_empty());
 }
 
@@ -532,10 +424,7 @@ async fn revoked_device_and_state_that_survives_restarts() {
     assert_eq!(again.pending_challenges().await, Ok(vec![]));
 
     mock.data().revoked.insert(enrollment.device_id);
-    assert_eq!(
-        again.pending_challenges().await,
-        Err(AssentError::DeviceRevoked)
-    );
+    assert_eq!(again.pending_challenges().await, Err(AssentError::DeviceRevoked));
     // Unenrolling a revoked device still forgets it locally.
     again.unenroll().await.unwrap();
     assert!(!path.exists());
@@ -548,74 +437,43 @@ async fn unreadable_state_is_reported_and_reset_recovers() {
     state.save("{\"version\": 99}".into()).unwrap();
     let client = client(Arc::new(SoftwareKeyStore::default()), state.clone());
     assert!(!client.is_enrolled());
-    assert!(matches!(
-        client.pending_challenges().await,
-        Err(AssentError::Storage { .. })
-    ));
+    assert!(matches!(client.pending_challenges().await, Err(AssentError::Storage { .. })));
     client.reset().await.unwrap();
     assert_eq!(state.load().unwrap(), None);
-    assert_eq!(
-        client.pending_challenges().await,
-        Err(AssentError::NotEnrolled)
-    );
+    assert_eq!(client.pending_challenges().await, Err(AssentError::NotEnrolled));
 }
 
 #[tokio::test]
 async fn refusals_before_any_request() {
-    let client = client(
-        Arc::new(SoftwareKeyStore::default()),
-        Arc::new(MemoryStateStore::new()),
-    );
-    let kid = EcPublicJwk::from_verifying_key(jws::generate_signing_key().unwrap().verifying_key())
-        .thumbprint();
-    let plain_http = EnrollUri {
-        server: "http://assent.example.com".into(),
-        token: "t".into(),
-        kid,
-        user: "Alice".into(),
-    }
-    .to_string();
+    let client = client(Arc::new(SoftwareKeyStore::default()), Arc::new(MemoryStateStore::new()));
+    let kid = EcPublicJwk::from_verifying_key(jws::generate_signing_key().unwrap().verifying_key()).thumbprint();
+    let plain_http =
+        EnrollUri { server: "http://assent.example.com".into(), token: "t".into(), kid, user: "Alice".into() }
+            .to_string();
     assert!(matches!(
         client.enroll(plain_http, phone()).await,
         Err(AssentError::InvalidInput { detail }) if detail.contains("https")
     ));
     assert!(matches!(
-        client
-            .enroll("https://not-an-enroll-uri".into(), phone())
-            .await,
+        client.enroll("https://not-an-enroll-uri".into(), phone()).await,
         Err(AssentError::InvalidInput { .. })
     ));
+    assert_eq!(client.handle_push(HashMap::from([("challenge_id".into(), "chl_abc".into())])), Ok("chl_abc".into()));
     assert_eq!(
-        client.handle_push(HashMap::from([("challenge_id".into(), "chl_abc".into())])),
-        Ok("chl_abc".into())
-    );
-    assert_eq!(
-        client.handle_push_json(
-            r#"{"aps":{"alert":"Sign-in request"},"challenge_id":"chl_abc"}"#.into()
-        ),
+        client.handle_push_json(r#"{"aps":{"alert":"Sign-in request"},"challenge_id":"chl_abc"}"#.into()),
         Ok("chl_abc".into())
     );
     assert!(client.handle_push(HashMap::new()).is_err());
-    assert!(
-        client
-            .handle_push_json(r#"{"challenge_id":"../x"}"#.into())
-            .is_err()
-    );
+    assert!(client.handle_push_json(r#"{"challenge_id":"../x"}"#.into()).is_err());
     assert!(matches!(
         AssentClient::new(
             Arc::new(SoftwareKeyStore::default()),
             Arc::new(MemoryStateStore::new()),
-            Some(ClientConfig {
-                server_url_override: Some("http://10.0.0.1".into()),
-                ..ClientConfig::default()
-            }),
+            Some(ClientConfig { server_url_override: Some("http://10.0.0.1".into()), ..ClientConfig::default() }),
         ),
         Err(AssentError::InvalidInput { .. })
     ));
     // A key store is usable through the trait object the bindings hand over.
     let store: Arc<dyn KeyStore> = assent_sdk::software_key_store(SignatureFormat::Der);
-    assert_eq!(
-        assent_sdk::check_key_store(store).unwrap().signature_format,
-        SignatureFormat::Der
-    );
+    assert_eq!(assent_sdk::check_key_store(store).unwrap().signature_format, SignatureFormat::Der);
 }

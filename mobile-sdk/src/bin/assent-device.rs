@@ -15,9 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
 use assent_sdk::{
-    AssentClient, AssentError, Challenge, ChallengeStatus, ClientConfig, DeviceRegistration,
-    Platform, PushRegistration, SignatureFormat, SoftwareKeyStore, StateStore, StorageError,
-    write_file_atomically,
+    AssentClient, AssentError, Challenge, ChallengeStatus, ClientConfig, DeviceRegistration, Platform,
+    PushRegistration, SignatureFormat, SoftwareKeyStore, StateStore, StorageError, write_file_atomically,
 };
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -27,12 +26,7 @@ use serde::{Deserialize, Serialize};
 #[command(name = "assent-device", version)]
 struct Cli {
     /// File holding the device state and its (software) private key.
-    #[arg(
-        long,
-        global = true,
-        env = "ASSENT_DEVICE_STATE",
-        default_value = "assent-device.json"
-    )]
+    #[arg(long, global = true, env = "ASSENT_DEVICE_STATE", default_value = "assent-device.json")]
     state: PathBuf,
     /// Extra PEM root certificate to trust (a server behind a private CA).
     #[arg(long, global = true, value_name = "PEM_FILE")]
@@ -115,34 +109,25 @@ struct FileStore {
 
 fn read_file(path: &Path) -> Result<DeviceFile> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
-        }
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DeviceFile::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
 fn storage(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Failed {
-        detail: e.to_string(),
-    }
+    StorageError::Failed { detail: e.to_string() }
 }
 
 impl StateStore for FileStore {
     fn load(&self) -> Result<Option<String>, StorageError> {
         let file = read_file(&self.path).map_err(|e| storage(format!("{e:#}")))?;
-        file.state
-            .map(|v| serde_json::to_string(&v))
-            .transpose()
-            .map_err(storage)
+        file.state.map(|v| serde_json::to_string(&v)).transpose().map_err(storage)
     }
 
     fn save(&self, state: String) -> Result<(), StorageError> {
-        let file = DeviceFile {
-            state: Some(serde_json::from_str(&state).map_err(storage)?),
-            keys: self.keys.export_keys(),
-        };
+        let file =
+            DeviceFile { state: Some(serde_json::from_str(&state).map_err(storage)?), keys: self.keys.export_keys() };
         let text = serde_json::to_string_pretty(&file).map_err(storage)?;
         write_file_atomically(&self.path, text.as_bytes()).map_err(storage)
     }
@@ -163,19 +148,12 @@ fn open(cli: &Cli, server: Option<String>) -> Result<Arc<AssentClient>> {
         keys.import_key(&alias, &scalar)
             .with_context(|| format!("loading key {alias} from {}", cli.state.display()))?;
     }
-    let mut config = ClientConfig {
-        server_url_override: server,
-        ..ClientConfig::default()
-    };
+    let mut config = ClientConfig { server_url_override: server, ..ClientConfig::default() };
     if let Some(path) = &cli.ca_cert {
-        let pem =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         config.extra_root_certificates_pem.push(pem);
     }
-    let store = Arc::new(FileStore {
-        path: cli.state.clone(),
-        keys: keys.clone(),
-    });
+    let store = Arc::new(FileStore { path: cli.state.clone(), keys: keys.clone() });
     Ok(AssentClient::new(keys, store, Some(config))?)
 }
 
@@ -183,9 +161,7 @@ fn open(cli: &Cli, server: Option<String>) -> Result<Arc<AssentClient>> {
 fn explain(e: AssentError) -> anyhow::Error {
     let hint = match &e {
         AssentError::NotEnrolled => "enroll first: assent-device enroll '<uri>'",
-        AssentError::DeviceRevoked => {
-            "this device was revoked; forget it with: assent-device unenroll --local"
-        }
+        AssentError::DeviceRevoked => "this device was revoked; forget it with: assent-device unenroll --local",
         AssentError::Unauthorized { .. } => "the server refused this device; is the clock right?",
         AssentError::ServerKeyMismatch => {
             "the server key is not the one pinned at enrollment; enroll again with a fresh QR code"
@@ -193,11 +169,7 @@ fn explain(e: AssentError) -> anyhow::Error {
         AssentError::Tampered { .. } => "a server message failed verification and was ignored",
         _ => "",
     };
-    if hint.is_empty() {
-        e.into()
-    } else {
-        anyhow::Error::new(e).context(hint)
-    }
+    if hint.is_empty() { e.into() } else { anyhow::Error::new(e).context(hint) }
 }
 
 #[tokio::main]
@@ -221,16 +193,9 @@ async fn run(cli: Cli) -> Result<()> {
     let client = open(&cli, server)?;
     match cli.command {
         Command::Enroll { uri, name, .. } => {
-            let device = DeviceRegistration {
-                name,
-                platform: Platform::Other,
-                push: PushRegistration::poll_only(),
-            };
+            let device = DeviceRegistration { name, platform: Platform::Other, push: PushRegistration::poll_only() };
             let e = client.enroll(uri, device).await.map_err(explain)?;
-            println!(
-                "Enrolled device {} for {} ({}) at {}",
-                e.device_id, e.user_display_name, e.user_id, e.server_url
-            );
+            println!("Enrolled device {} for {} ({}) at {}", e.device_id, e.user_display_name, e.user_id, e.server_url);
             println!("Server key pinned: {}", e.server_key_id);
             println!("State saved in {}", cli.state.display());
         }
@@ -250,12 +215,7 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("no pending requests");
             }
             for challenge in &pending {
-                println!(
-                    "{}  {}  (expires in {})",
-                    challenge.id,
-                    challenge.title,
-                    remaining(challenge.expires_at)
-                );
+                println!("{}  {}  (expires in {})", challenge.id, challenge.title, remaining(challenge.expires_at));
             }
         }
         Command::Show { id } => {
@@ -329,10 +289,7 @@ async fn watch(client: &AssentClient, interval: Duration) -> Result<()> {
             };
             match result {
                 Ok(outcome) => print_outcome(&outcome.status),
-                Err(
-                    e
-                    @ (AssentError::Expired | AssentError::AlreadyDecided | AssentError::NotFound),
-                ) => {
+                Err(e @ (AssentError::Expired | AssentError::AlreadyDecided | AssentError::NotFound)) => {
                     println!("not answered: {e}");
                 }
                 Err(e) => return Err(explain(e)),
@@ -350,14 +307,11 @@ fn print_challenge(c: &Challenge) {
     for detail in &c.details {
         println!("  {}: {}", detail.label, detail.value);
     }
-    let context: Vec<String> = [
-        c.context.ip.as_ref().map(|ip| format!("IP {ip}")),
-        c.context.location.clone(),
-        c.context.user_agent.clone(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let context: Vec<String> =
+        [c.context.ip.as_ref().map(|ip| format!("IP {ip}")), c.context.location.clone(), c.context.user_agent.clone()]
+            .into_iter()
+            .flatten()
+            .collect();
     if !context.is_empty() {
         println!("  from: {}", context.join(", "));
     }
@@ -368,11 +322,7 @@ fn print_challenge(c: &Challenge) {
 }
 
 fn numbers(choices: &[u32]) -> String {
-    choices
-        .iter()
-        .map(|n| format!("{n:02}"))
-        .collect::<Vec<_>>()
-        .join(" / ")
+    choices.iter().map(|n| format!("{n:02}")).collect::<Vec<_>>().join(" / ")
 }
 
 fn remaining(at: SystemTime) -> String {
@@ -395,10 +345,7 @@ fn print_outcome(status: &ChallengeStatus) {
 /// Asks which number the sign-in page shows, until the answer is one of the choices.
 async fn ask_number(choices: &[u32]) -> Result<u32> {
     for _ in 0..3 {
-        let question = format!(
-            "Which number does the sign-in page show? [{}] ",
-            numbers(choices)
-        );
+        let question = format!("Which number does the sign-in page show? [{}] ", numbers(choices));
         let Some(answer) = prompt(&question).await? else {
             break;
         };
@@ -417,10 +364,7 @@ async fn prompt(question: &str) -> Result<Option<String>> {
     io::stdout().flush()?;
     let line = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
-        io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map(|n| (n > 0).then_some(line))
+        io::stdin().lock().read_line(&mut line).map(|n| (n > 0).then_some(line))
     })
     .await??;
     Ok(line)
