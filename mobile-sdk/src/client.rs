@@ -135,7 +135,8 @@ impl AssentClient {
     ///
     /// Errors: `InvalidInput` (bad URI, plain-http server), `AlreadyEnrolled`,
     /// `ServerKeyMismatch` (the server's keys lack the pinned one: nothing is saved),
-    /// `KeyStore`/`UserCancelled`, `Network`, `Server` (e.g. `410` for a used or expired token).
+    /// `Expired` (the enrollment token was used or has expired: `410 enrollment_invalid`),
+    /// `KeyStore`/`UserCancelled`, `Network`, `Server`.
     pub async fn enroll(&self, uri: String, device: DeviceRegistration) -> Result<Enrollment, AssentError> {
         Ok(self.enroll_inner(&uri, device).await?)
     }
@@ -390,7 +391,9 @@ impl AssentClient {
         })?;
         Ok(DeviceState {
             version: STATE_VERSION,
-            server_url: base.to_string(),
+            // As the enrollment URI and the server write it: no trailing `/` (a URL's root
+            // path serialises as one).
+            server_url: base.as_str().trim_end_matches('/').to_owned(),
             device_id: answer.device_id,
             user_id: answer.user_id,
             user_display_name: answer.user_display_name,
@@ -504,8 +507,12 @@ impl AssentClient {
         let state = self.session()?;
         match self.device_request(&state, Method::DELETE, "/v1/device", None).await {
             Ok(_) => {}
-            // Already revoked or gone on the server: finish locally.
-            Err(e) if e.problem_code() == Some("device_revoked") || e.status() == Some(404) => {}
+            // Already revoked or gone on the server (the real server answers `401
+            // unknown_device` for a device it never had or lost with its database): finish
+            // locally.
+            Err(e)
+                if matches!(e.problem_code(), Some("device_revoked" | "unknown_device")) || e.status() == Some(404) => {
+            }
             Err(e) => return Err(e),
         }
         self.forget(Some(state.key_alias)).await

@@ -23,14 +23,17 @@ pub enum AssentError {
         /// The problem `code` the server sent, if any.
         code: Option<String>,
     },
-    /// The device was revoked on the server (`401 device_revoked`). Call `reset()` and offer to
-    /// enroll again.
+    /// The device was revoked on the server (`401 device_revoked`), or the server does not know
+    /// it at all (`401 unknown_device`: its database was reset, or it is another server). Call
+    /// `reset()` and offer to enroll again.
     #[error("this device was revoked")]
     DeviceRevoked,
     /// The challenge does not exist (any more) for this device (`404`).
     #[error("not found")]
     NotFound,
-    /// The challenge expired, locally checked or answered `410 challenge_expired`.
+    /// The challenge expired, locally checked or answered `410 challenge_expired`; at
+    /// enrollment, the token was already used or has expired (`410 enrollment_invalid`): show a
+    /// new QR code.
     #[error("the request has expired")]
     Expired,
     /// The challenge was already answered (`409 already_decided`), perhaps from another device.
@@ -364,7 +367,7 @@ fn with_sources(e: &dyn std::error::Error) -> String {
 /// The public error for a non-success HTTP status, from its status and problem `code`.
 fn from_status(status: u16, problem: Problem) -> AssentError {
     match (status, problem.code.as_deref()) {
-        (401, Some("device_revoked")) => AssentError::DeviceRevoked,
+        (401, Some("device_revoked" | "unknown_device")) => AssentError::DeviceRevoked,
         (401, _) => AssentError::Unauthorized { code: problem.code },
         (404, _) => AssentError::NotFound,
         (409, Some("already_decided")) => AssentError::AlreadyDecided,
@@ -392,6 +395,7 @@ mod tests {
     #[test]
     fn statuses_map_to_what_apps_act_on() {
         assert_eq!(status(401, Some("device_revoked")), AssentError::DeviceRevoked);
+        assert_eq!(status(401, Some("unknown_device")), AssentError::DeviceRevoked);
         assert_eq!(
             status(401, Some("invalid_proof")),
             AssentError::Unauthorized { code: Some("invalid_proof".into()) }
@@ -399,6 +403,7 @@ mod tests {
         assert_eq!(status(404, Some("not_found")), AssentError::NotFound);
         assert_eq!(status(409, Some("already_decided")), AssentError::AlreadyDecided);
         assert_eq!(status(410, Some("challenge_expired")), AssentError::Expired);
+        assert_eq!(status(410, Some("enrollment_invalid")), AssentError::Expired);
         assert_eq!(
             status(429, Some("rate_limited")),
             AssentError::Server { status: 429, code: Some("rate_limited".into()), detail: "Title".into() }

@@ -131,7 +131,7 @@ pub struct Enrollment {
     pub user_id: String,
     /// The user's display name.
     pub user_display_name: String,
-    /// The server's base URL.
+    /// The server's base URL, without a trailing `/` (`https://assent.example.com`).
     pub server_url: String,
     /// Thumbprint of the pinned server signing key.
     pub server_key_id: String,

@@ -1,7 +1,7 @@
 //! The SDK over real HTTP against a small in-process mock of the Assent device API, which plays
 //! the server with `assent-protocol`: it verifies enrollment proofs of possession, request
-//! proofs and response JWS exactly as the contract says, and signs challenges. The real server
-//! is exercised by the workspace end-to-end tests.
+//! proofs and response JWS exactly as the contract says, and signs challenges. The SDK against
+//! the real server, on both databases and through a tampering proxy, is `tests/sdk.rs`.
 #![allow(clippy::unwrap_used, clippy::result_large_err)] // Test code: a failed unwrap is a failed test.
 
 use std::collections::{HashMap, HashSet};
