@@ -3,7 +3,7 @@
 
 use std::time::Duration as StdDuration;
 
-use assent_protocol::jws::{self, JwsType, KeyRef};
+use assent_protocol::jws::{self, JwsType};
 use assent_protocol::messages::{
     ChallengeClaims, Context, Decision, Detail, DeviceChallenge, ResponseClaims, challenge_hash, within_clock_skew,
 };
@@ -400,9 +400,7 @@ pub async fn create(
         context,
         number_choices: choices,
     };
-    let jws =
-        jws::sign(JwsType::Challenge, KeyRef::Kid(state.server_key.kid()), &claims, state.server_key.signing_key())
-            .map_err(|e| Error::internal(format!("signing a challenge: {e}")))?;
+    let jws = state.server_key.sign(JwsType::Challenge, &claims)?;
     row.factor = "push".to_owned();
     row.number = number.map(i64::from);
     row.jws = Some(jws);
