@@ -1,7 +1,7 @@
 //! `assent-bench`: load on an assent server, with throughput and latency per step.
 //!
 //! - **Push approval cycles**: the RP creates a challenge (number matching on) and long-polls
-//!   its result; the phone (the SDK core with its software key store) fetches and verifies the
+//!   its result; the phone (the SDK core, its keys in a `ring` key store) fetches and verifies the
 //!   challenge, signs and posts its approval; the cycle ends when the RP's long-poll sees
 //!   `approved`.
 //! - **OTP cycles** (`--otp-cycles`): the RP creates a challenge for a user with a phone number
@@ -11,6 +11,7 @@
 //!
 //! It also reports the server's peak memory and the machine's single-core ES256 limits.
 
+mod keystore;
 mod load;
 mod prefill;
 mod server;
@@ -20,10 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use assent_sdk::{
-    AssentClient, ClientConfig, DeviceRegistration, Platform, PushRegistration, SignatureFormat, memory_state_store,
-    software_key_store,
-};
+use assent_sdk::{AssentClient, ClientConfig, DeviceRegistration, Platform, PushRegistration, memory_state_store};
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -102,38 +100,58 @@ impl Rp {
     }
 }
 
-/// Single-core ES256 operations per second: p256 signing (what the server signs challenges
-/// with and the SDK signs answers with) and verifying through the library the server uses.
-fn crypto_limits() -> (f64, f64, f64) {
+/// Single-core ES256 operations per second.
+#[derive(Debug, Clone, Copy)]
+struct CryptoRates {
+    /// `ring` signing: the server's challenges and the simulated phones' proofs and answers.
+    ring_sign: f64,
+    /// Verification through `assent-protocol` built with `ring`, as in the server.
+    ring_verify: f64,
+    /// Pure-Rust `p256`, what the SDK uses on a phone without a hardware key store.
+    p256_sign: f64,
+    p256_verify: f64,
+}
+
+fn crypto_rates() -> anyhow::Result<CryptoRates> {
     use assent_protocol::jws::{self, JwsType, KeyRef};
-    let key = assent_protocol::p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    use assent_protocol::p256::ecdsa::signature::Verifier as _;
+    let key = jws::generate_signing_key()?;
     let claims = json!({"htm": "GET", "htu": "/v1/device/challenges", "iat": 1, "jti": "x"});
     let rate = |f: &mut dyn FnMut()| {
         let started = Instant::now();
         let mut n = 0u32;
-        while started.elapsed() < Duration::from_millis(700) {
+        while started.elapsed() < Duration::from_millis(500) {
             f();
             n += 1;
         }
         f64::from(n) / started.elapsed().as_secs_f64()
     };
-    let token = jws::sign(JwsType::Proof, KeyRef::Kid("dev"), &claims, &key).unwrap_or_default();
-    let sign = rate(&mut || {
-        let _ = jws::sign(JwsType::Proof, KeyRef::Kid("dev"), &claims, &key);
+    let token = jws::sign(JwsType::Proof, KeyRef::Kid("dev"), &claims, &key)?;
+    let input = jws::signing_input(JwsType::Proof, KeyRef::Kid("dev"), &claims)?;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ring_key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ring_sign = rate(&mut || {
+        let _ = ring_key.sign(&rng, input.as_bytes());
     });
-    // assent-protocol is built with its `ring` feature here, as in the server.
-    let verify_ring = rate(&mut || {
+    let ring_verify = rate(&mut || {
         let _ = jws::decode_and_verify(&token, JwsType::Proof, key.verifying_key());
     });
-    // What a phone pays: p256's own verification.
-    use assent_protocol::p256::ecdsa::signature::Verifier as _;
-    let sig = assent_protocol::p256::ecdsa::Signature::from_slice(&[1u8; 64]).ok();
-    let verify_p256 = rate(&mut || {
-        if let Some(sig) = &sig {
-            let _ = key.verifying_key().verify(b"payload", sig);
-        }
+    let p256_sign = rate(&mut || {
+        let _ = jws::sign(JwsType::Proof, KeyRef::Kid("dev"), &claims, &key);
     });
-    (sign, verify_ring, verify_p256)
+    let signature: assent_protocol::p256::ecdsa::Signature =
+        assent_protocol::p256::ecdsa::signature::Signer::sign(&key, input.as_bytes());
+    let p256_verify = rate(&mut || {
+        let _ = key.verifying_key().verify(input.as_bytes(), &signature);
+    });
+    Ok(CryptoRates { ring_sign, ring_verify, p256_sign, p256_verify })
 }
 
 async fn enroll_phones(rp: &Rp, n: usize, base: &str) -> anyhow::Result<Vec<Phone>> {
@@ -145,7 +163,7 @@ async fn enroll_phones(rp: &Rp, n: usize, base: &str) -> anyhow::Result<Vec<Phon
         let enrollment = rp.post(&format!("/v1/users/{user}/enrollments"), json!({})).await?;
         let uri = enrollment["uri"].as_str().context("no uri")?.to_owned();
         let config = ClientConfig { server_url_override: Some(base.to_owned()), ..ClientConfig::default() };
-        let client = AssentClient::new(software_key_store(SignatureFormat::Raw), memory_state_store(), Some(config))?;
+        let client = AssentClient::new(keystore::ring_key_store(), memory_state_store(), Some(config))?;
         let registration = DeviceRegistration {
             name: format!("bench phone {i}"),
             platform: Platform::Other,
@@ -283,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
         (None, Some(url), Some(key)) => (url.trim_end_matches('/').to_owned(), key.clone()),
         _ => bail!("give --start sqlite|postgres://..., or --server URL and --api-key KEY"),
     };
-    let (sign_rate, verify_rate, verify_p256) = tokio::task::spawn_blocking(crypto_limits).await?;
+    let crypto = tokio::task::spawn_blocking(crypto_rates).await??;
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
     let rp = Arc::new(Rp { http: http.clone(), base: base.clone(), key });
     let concurrency = args.concurrency.max(1);
@@ -348,31 +366,42 @@ async fn main() -> anyhow::Result<()> {
 
     // Crypto per push cycle: the server signs 1 challenge and verifies 3 signatures (2 proofs
     // and the answer); the phone verifies 1 and signs 3 (2 proofs and the answer).
-    let server_crypto_secs = 1.0 / sign_rate + 3.0 / verify_rate;
-    let phone_crypto_secs = 1.0 / verify_p256 + 3.0 / sign_rate;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-    let shared_limit = cores / (server_crypto_secs + phone_crypto_secs);
+    let server_secs = 1.0 / crypto.ring_sign + 3.0 / crypto.ring_verify;
+    let phone_secs = 1.0 / crypto.ring_verify + 3.0 / crypto.ring_sign;
+    let server_limit = cores / server_secs;
+    let shared_limit = cores / (server_secs + phone_secs);
     let rss = started.as_ref().and_then(|s| s.peak_rss_mib());
     let report = json!({
         "database": args.start.as_deref().map(|d| if d == "sqlite" { "sqlite" } else { "postgres" }).unwrap_or("external"),
         "prefilled": {"devices": args.prefill_devices, "challenges": args.prefill_challenges},
         "runs": reports,
         "server_peak_rss_mib": rss,
-        "crypto": {"es256_sign_per_core_per_s": sign_rate, "es256_verify_server_per_core_per_s": verify_rate,
-                   "es256_verify_p256_per_core_per_s": verify_p256,
-                   "server_crypto_limit_cycles_per_core_per_s": 1.0 / server_crypto_secs,
-                   "machine_crypto_limit_cycles_per_s": shared_limit,
-                   "fraction_of_machine_crypto_limit": push_rate.map(|r| r / shared_limit)},
+        "crypto": {"cores": cores,
+                   "es256_sign_ring_per_core_per_s": crypto.ring_sign, "es256_verify_ring_per_core_per_s": crypto.ring_verify,
+                   "es256_sign_p256_per_core_per_s": crypto.p256_sign, "es256_verify_p256_per_core_per_s": crypto.p256_verify,
+                   "server_crypto_limit_cycles_per_s": server_limit,
+                   "shared_crypto_limit_cycles_per_s": shared_limit,
+                   "fraction_of_server_crypto_limit": push_rate.map(|r| r / server_limit),
+                   "fraction_of_shared_crypto_limit": push_rate.map(|r| r / shared_limit)},
     });
     if let Some(rss) = rss {
         println!("server peak RSS: {rss:.1} MiB");
     }
     println!(
-        "ES256 per core: sign {sign_rate:.0}/s, verify {verify_rate:.0}/s (server), {verify_p256:.0}/s (p256); \
-         push cycle crypto limit for this machine with the phones on it: {shared_limit:.0}/s"
+        "ES256 per core: ring sign {:.0}/s, verify {:.0}/s; p256 sign {:.0}/s, verify {:.0}/s",
+        crypto.ring_sign, crypto.ring_verify, crypto.p256_sign, crypto.p256_verify
+    );
+    println!(
+        "push cycle crypto limit on {cores} cores: {server_limit:.0}/s for the server's share alone, \
+         {shared_limit:.0}/s with the phones' share on the same machine"
     );
     if let Some(rate) = push_rate {
-        println!("push approval cycles reached {:.0}% of that limit", 100.0 * rate / shared_limit);
+        println!(
+            "push approval cycles reached {:.0}% of the server's crypto limit ({:.0}% of the shared one)",
+            100.0 * rate / server_limit,
+            100.0 * rate / shared_limit
+        );
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -327,8 +327,8 @@ pub async fn create(
     let now_ms = to_millis(now);
 
     let mut tx = state.store.begin().await?;
-    let locked = store::challenges::lock_user(&mut tx, user_id.as_str()).await?.ok_or(Error::NotFound("user"))?;
-    let user = store::users::get(&mut *tx, user_id.as_str()).await?.ok_or(Error::NotFound("user"))?;
+    let store::challenges::LockedUser { user, push_locked_at: locked } =
+        store::challenges::lock_user(&mut tx, user_id.as_str()).await?.ok_or(Error::NotFound("user"))?;
     let devices = store::devices::list_for_user(&mut *tx, user_id.as_str(), false).await?;
     let factor = choose_factor(state, new.channel, !devices.is_empty(), &user)?;
     let mut row = ChallengeRow {
@@ -408,8 +408,10 @@ pub async fn create(
     if let Some(replayed) = insert_or_replay(state, &mut tx, &row).await? {
         return Ok(replayed);
     }
+    let mut deliveries_pending = false;
     for device in &devices {
         let status = if device.push_provider == "none" || device.push_token.is_none() { "not_sent" } else { "pending" };
+        deliveries_pending |= status == "pending";
         store::challenges::insert_delivery(&mut tx, &id, &device.id, &device.push_provider, status, now_ms).await?;
     }
     let actor = Actor::ApiKey(api_key_id.to_owned());
@@ -427,7 +429,9 @@ pub async fn create(
     for old in &superseded {
         state.wake.challenge_changed(old);
     }
-    state.wake.push.notify_one();
+    if deliveries_pending {
+        state.wake.push.notify_one();
+    }
     Ok(ChallengeCreated {
         id,
         status: "pending".to_owned(),
@@ -688,10 +692,12 @@ pub async fn one_for_device(state: &AppState, device: &AuthenticatedDevice, id: 
 }
 
 async fn load_for_device(state: &AppState, device: &AuthenticatedDevice, id: &str) -> Result<ChallengeRow> {
-    if !store::challenges::addressed_to(state.store.reader(), id, &device.row.id).await? {
-        return Err(Error::NotFound("challenge"));
+    let mut row = store::challenges::get_addressed_to(state.store.reader(), id, &device.row.id)
+        .await?
+        .ok_or(Error::NotFound("challenge"))?;
+    if row.status == "pending" && row.expires_at <= to_millis(state.now()) {
+        row = load(state, id).await?;
     }
-    let row = load(state, id).await?;
     match row.status.as_str() {
         "pending" => Ok(row),
         "expired" => Err(Error::gone("challenge_expired", "the challenge expired")),

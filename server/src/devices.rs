@@ -1,6 +1,9 @@
 //! Devices: enrollment by QR token and proof of possession, device-signed requests,
 //! push registration, revocation.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use assent_protocol::jwk::EcPublicJwk;
 use assent_protocol::jws::{self, JwsType};
 use assent_protocol::messages::{
@@ -22,6 +25,9 @@ use crate::ids::{IdKind, new_id, random_bytes};
 use crate::state::AppState;
 use crate::store::{self, devices::DeviceRow};
 use crate::users::UserId;
+
+/// `last_seen_at` is refreshed by a device request only when it is at least this old.
+const LAST_SEEN_RESOLUTION_MS: i64 = 60_000;
 
 /// How long an enrollment QR code stays usable.
 pub const ENROLLMENT_TTL: Duration = Duration::minutes(10);
@@ -242,7 +248,7 @@ pub async fn authenticate(
     if row.revoked_at.is_some() {
         return Err(Error::device_unauthorized("device_revoked", "this device was revoked"));
     }
-    let key = device_key(&row)?;
+    let key = state.device_keys.get(&row)?;
     let verified = unverified.verify(&key).map_err(|e| Error::device_unauthorized("invalid_proof", e.to_string()))?;
     let claims: ProofClaims =
         verified.claims().map_err(|e| Error::device_unauthorized("invalid_proof", e.to_string()))?;
@@ -262,12 +268,45 @@ pub async fn authenticate(
     if !store::proofs::insert_once(&mut tx, &row.id, &claims.jti, keep_until).await? {
         return Err(Error::device_unauthorized("proof_replayed", "this proof was already used"));
     }
-    store::devices::touch(&mut tx, &row.id, to_millis(now)).await?;
+    // last_seen_at is kept to the minute: one write per device per minute, not per request.
+    let now_ms = to_millis(now);
+    if row.last_seen_at.is_none_or(|seen| now_ms - seen >= LAST_SEEN_RESOLUTION_MS) {
+        store::devices::touch(&mut tx, &row.id, now_ms).await?;
+    }
     tx.commit().await?;
     Ok(AuthenticatedDevice { row, key })
 }
 
-/// The device's public key.
+/// Parsed device public keys by device id, so a key's JWK is read and its point validated once
+/// rather than on every device request. A device's key never changes (re-enrolling makes a new
+/// device), so the id alone is the cache key; revocation is still read from the row on every
+/// request. Bounded: when full, the cache starts over.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: Mutex<HashMap<String, VerifyingKey>>,
+}
+
+impl KeyCache {
+    /// Entries kept at most (about 100 bytes each).
+    pub const CAPACITY: usize = 50_000;
+
+    /// The key of `row`'s device, parsed at most once while cached.
+    pub fn get(&self, row: &DeviceRow) -> Result<VerifyingKey> {
+        if let Some(key) = self.keys.lock().ok().and_then(|keys| keys.get(&row.id).copied()) {
+            return Ok(key);
+        }
+        let key = device_key(row)?;
+        if let Ok(mut keys) = self.keys.lock() {
+            if keys.len() >= Self::CAPACITY {
+                keys.clear();
+            }
+            keys.insert(row.id.clone(), key);
+        }
+        Ok(key)
+    }
+}
+
+/// The device's public key, parsed from its stored JWK.
 pub fn device_key(row: &DeviceRow) -> Result<VerifyingKey> {
     let jwk =
         EcPublicJwk::from_json(&row.jwk).map_err(|e| Error::internal(format!("stored key of {}: {e}", row.id)))?;

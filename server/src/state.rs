@@ -39,6 +39,8 @@ pub struct Inner {
     pub push: crate::push::PushClients,
     /// SMS and email senders and the code pepper.
     pub fallback: Fallback,
+    /// Device public keys, parsed once.
+    pub device_keys: crate::devices::KeyCache,
 }
 
 impl Deref for AppState {
@@ -77,6 +79,7 @@ impl AppState {
             http,
             push,
             fallback,
+            device_keys: crate::devices::KeyCache::default(),
         }))
     }
 

@@ -214,13 +214,24 @@ pub async fn recent_push_times(conn: &mut AnyConnection, user_id: &str, since: i
 
 /// Locks the user's row for the rest of the transaction (PostgreSQL takes a row lock; SQLite
 /// has one writer) and returns whether push is locked for them, or `None` if no such user.
-pub async fn lock_user(conn: &mut AnyConnection, user_id: &str) -> Result<Option<Option<i64>>> {
-    let row: Option<(Option<i64>,)> =
-        sqlx::query_as("UPDATE users SET challenge_seq = challenge_seq + 1 WHERE id = $1 RETURNING push_locked_at")
-            .bind(user_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.map(|(locked,)| locked))
+pub async fn lock_user(conn: &mut AnyConnection, user_id: &str) -> Result<Option<LockedUser>> {
+    Ok(sqlx::query_as(&format!(
+        "UPDATE users SET challenge_seq = challenge_seq + 1 WHERE id = $1 RETURNING {}, push_locked_at",
+        super::users::COLUMNS
+    ))
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// A user read by [`lock_user`], with the fraud lock on push.
+#[derive(Debug, sqlx::FromRow)]
+pub struct LockedUser {
+    /// The user.
+    #[sqlx(flatten)]
+    pub user: super::users::UserRow,
+    /// Unix ms of the fraud report that locked push, if locked.
+    pub push_locked_at: Option<i64>,
 }
 
 /// Sets or clears the fraud lock on push for a user; false when nothing changed.
@@ -286,19 +297,20 @@ pub async fn deliveries<'e>(db: impl Executor<'e, Database = Any>, challenge_id:
     .await?)
 }
 
-/// Whether the challenge was sent to the device.
-pub async fn addressed_to<'e>(
+/// The challenge, if it was sent to the device.
+pub async fn get_addressed_to<'e>(
     db: impl Executor<'e, Database = Any>,
     challenge_id: &str,
     device_id: &str,
-) -> Result<bool> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT device_id FROM push_deliveries WHERE challenge_id = $1 AND device_id = $2")
-            .bind(challenge_id)
-            .bind(device_id)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.is_some())
+) -> Result<Option<ChallengeRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM challenges WHERE id = $1 AND EXISTS \
+         (SELECT 1 FROM push_deliveries d WHERE d.challenge_id = challenges.id AND d.device_id = $2)"
+    ))
+    .bind(challenge_id)
+    .bind(device_id)
+    .fetch_optional(db)
+    .await?)
 }
 
 /// Pending, unexpired challenges addressed to a device: `(id, jws)`, oldest first.
