@@ -74,10 +74,7 @@ struct CreateKey {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .global_queue_interval(std::env::var("GQI").ok().and_then(|v| v.parse().ok()).unwrap_or(61))
-        .build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("assent: cannot start the async runtime: {e}");
