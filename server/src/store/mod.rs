@@ -14,6 +14,7 @@ pub mod events;
 pub mod limits;
 mod notify;
 pub mod otp;
+pub mod passkeys;
 pub mod proofs;
 pub mod settings;
 pub mod users;
