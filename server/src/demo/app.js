@@ -18,6 +18,7 @@ async function api(method, path, body) {
     const error = new Error((data && data.detail) || response.statusText);
     error.code = data && data.code;
     error.status = response.status;
+    error.body = data;
     throw error;
   }
   return data;
@@ -77,16 +78,23 @@ async function runAutofill(controller) {
   try {
     const ceremony = await api("POST", "/demo/api/signin", {});
     if (signal.aborted) return;
-    const credential = await navigator.credentials.get({
-      publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(ceremony.options.publicKey),
-      mediation: "conditional",
-      signal,
-    });
+    let credential;
+    try {
+      credential = await navigator.credentials.get({
+        publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(ceremony.options.publicKey),
+        mediation: "conditional",
+        signal,
+      });
+    } catch (error) {
+      // The person asked for nothing yet: an autofill request that ends is not an error.
+      console.debug("passkey autofill ended:", error.name);
+      return;
+    }
     if (signal.aborted) return;
     autofill = null;
     await finishSignin(ceremony.ceremony_id, credential);
   } catch (error) {
-    if (!signal.aborted && error.name !== "AbortError") authError(explain(error));
+    if (!signal.aborted) authError(explain(error));
   } finally {
     clearTimeout(renew);
   }
@@ -200,7 +208,12 @@ function renderAccount(account) {
       ...account.devices.map((d) => {
         const p = document.createElement("p");
         p.className = "device";
-        p.textContent = `📱 ${d.name} (${d.platform})`;
+        const name = document.createElement("strong");
+        name.textContent = d.name;
+        const meta = document.createElement("span");
+        meta.className = "muted";
+        meta.textContent = `Approves transfers · added ${new Date(d.created_at).toLocaleDateString()}`;
+        p.append(name, meta);
         return p;
       }),
     );
@@ -336,8 +349,12 @@ async function verifyCode(event) {
   try {
     await api("POST", `/demo/api/approvals/${id}/verify`, { code: $("code-input").value });
   } catch (error) {
-    const left = error.code === "invalid_code" ? " Check the code and try again." : "";
-    setStatus("pending", `${error.message}.${left}`);
+    if (error.code === "invalid_code") {
+      const left = error.body.attempts_remaining;
+      setStatus("pending", `That code is not correct: ${left} ${left === 1 ? "try" : "tries"} left.`);
+    } else {
+      setStatus("failed", error.message);
+    }
   } finally {
     busy(button, false);
   }
