@@ -601,3 +601,44 @@ fn refused(e: WebauthnError) -> Error {
     };
     Error::invalid(code, detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(public_url: &str) -> Config {
+        Config { public_url: Some(public_url.to_owned()), ..Config::default() }
+    }
+
+    #[test]
+    fn development_defaults_use_localhost() {
+        let passkeys = Passkeys::from_config(&config("http://127.0.0.1:8080")).unwrap();
+        assert_eq!(passkeys.rp_id(), "localhost");
+        assert_eq!(passkeys.origins(), ["http://localhost:8080"]);
+        assert!(passkeys.webauthn().is_ok());
+        let passkeys = Passkeys::from_config(&config("https://auth.example.com/")).unwrap();
+        assert_eq!(passkeys.rp_id(), "auth.example.com");
+        assert_eq!(passkeys.origins(), ["https://auth.example.com"]);
+    }
+
+    #[test]
+    fn defaults_that_cannot_work_turn_passkeys_off() {
+        let passkeys = Passkeys::from_config(&config("http://10.0.0.7:8080")).unwrap();
+        let err = passkeys.webauthn().map(|_| ()).unwrap_err();
+        assert!(matches!(err, Error::Conflict { code: "passkeys_not_configured", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn explicit_settings_must_work() {
+        let mut c = config("http://127.0.0.1:8080");
+        c.passkeys.rp_id = Some("example.com".into());
+        c.passkeys.origins = vec!["https://app.example.com".into(), "https://example.com/".into()];
+        let passkeys = Passkeys::from_config(&c).unwrap();
+        assert_eq!(passkeys.origins(), ["https://app.example.com", "https://example.com"]);
+        c.passkeys.origins = vec!["https://example.net".into()];
+        assert!(Passkeys::from_config(&c).is_err(), "an origin outside the RP id");
+        c.passkeys.rp_id = Some("10.0.0.7".into());
+        c.passkeys.origins = vec!["https://10.0.0.7".into()];
+        assert!(Passkeys::from_config(&c).is_err(), "an IP address as RP id");
+    }
+}
