@@ -130,6 +130,23 @@ async fn an_independent_jose_implementation_can_be_the_phone() {
     );
 }
 
+/// Passkeys against a WebAuthn implementation nobody on the project wrote: Yubico's
+/// python-fido2 parses the options and builds the credentials and assertions.
+#[tokio::test]
+async fn an_independent_webauthn_implementation_registers_and_signs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/fido2_passkeys.py");
+    let out = Command::new("python3").arg(script).arg(&server.url).arg(server.admin_key()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python-fido2 failed (pip install -r tests/requirements.txt):\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
 /// Two replicas on one PostgreSQL: a long-poll waiting on one is woken by an approval
 /// made through the other (LISTEN/NOTIFY).
 #[tokio::test]

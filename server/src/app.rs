@@ -54,7 +54,9 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> 
         eprintln!("assent: created the first API key and wrote it to {}", path.display());
     }
     let push = crate::push::PushClients::from_config(&config.push, config.mode, clock.clone())?;
-    Ok(AppState::new(config, store, clock, server_key, push, fallback))
+    let passkeys = crate::passkeys::Passkeys::from_config(&config)?;
+    let demo = if config.demo_enabled() { Some(crate::demo::DemoKey::load_or_create(&store).await?) } else { None };
+    Ok(AppState::new(config, store, clock, server_key, push, fallback, passkeys, demo))
 }
 
 /// Every replica on one database must sign with the same key, or phones that pinned it

@@ -22,6 +22,8 @@ pub enum Actor {
     Cli,
     /// The server itself (expiry, bootstrap, workers).
     System,
+    /// The demo page's own backend (`/demo`), acting as a relying party.
+    Demo,
 }
 
 impl Actor {
@@ -30,6 +32,7 @@ impl Actor {
             Actor::ApiKey(id) | Actor::Device(id) => id,
             Actor::Cli => "cli",
             Actor::System => "system",
+            Actor::Demo => "demo",
         }
     }
 }
@@ -92,6 +95,8 @@ pub const WEBHOOK_KINDS: &[&str] = &[
     "challenge.failed",
     "device.enrolled",
     "device.revoked",
+    "passkey.registered",
+    "passkey.deleted",
     "user.locked",
 ];
 

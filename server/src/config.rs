@@ -58,6 +58,26 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Email delivery.
     pub email: EmailConfig,
+    /// The relying party passkeys belong to: RP id, name and allowed origins.
+    pub passkeys: PasskeyConfig,
+    /// Serve the demo sign-in page at `/demo`. Default: on in dev mode, off in production.
+    pub demo: Option<bool>,
+}
+
+/// `[passkeys]`: who passkeys are registered for and which web pages may use them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasskeyConfig {
+    /// The WebAuthn RP id: the domain passkeys are bound to, e.g. `example.com`; each origin
+    /// must be on it or a subdomain of it. Default: the host of `public_url`, or `localhost`
+    /// when that host is a loopback address (development).
+    pub rp_id: Option<String>,
+    /// The name authenticators show next to the passkey. Default: `app_name`.
+    pub rp_name: Option<String>,
+    /// The exact origins (`https://app.example.com`, port included when not the default) of the
+    /// pages that call `navigator.credentials`. Default: `public_url` (with `localhost` for a
+    /// loopback address).
+    pub origins: Vec<String>,
 }
 
 /// `[fallback]`: when codes are used and how they are kept.
@@ -342,6 +362,8 @@ impl Default for Config {
             fallback: FallbackConfig::default(),
             sms: SmsConfig::default(),
             email: EmailConfig::default(),
+            passkeys: PasskeyConfig::default(),
+            demo: None,
         }
     }
 }
@@ -382,6 +404,8 @@ const ENV_KEYS: &[&str] = &[
     "fallback",
     "sms",
     "email",
+    "passkeys",
+    "demo",
 ];
 
 /// A secret configuration value (a private key, an API secret). `Debug` and `Serialize` print
@@ -451,6 +475,11 @@ impl Config {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("assent.db").display()),
         }
+    }
+
+    /// Whether the demo page is served: `demo` when set, otherwise only in dev mode.
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.unwrap_or(self.mode == Mode::Dev)
     }
 
     /// The externally reachable base URL, without a trailing slash.
@@ -560,5 +589,28 @@ from = "Acme <no-reply@example.com>"
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert!(config.database_url().starts_with("sqlite://"));
         assert_eq!(config.mode, Mode::Dev);
+        assert!(config.demo_enabled());
+        let production = Config { mode: Mode::Production, ..Config::default() };
+        assert!(!production.demo_enabled());
+    }
+
+    #[test]
+    fn passkey_settings_layer() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "assent.toml",
+                "demo = true\nmode = \"production\"\n[passkeys]\nrp_id = \"example.com\"\norigins = [\"https://app.example.com\"]\n",
+            )?;
+            jail.set_env("ASSENT_PASSKEYS__RP_NAME", "Example Bank");
+            let config = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.passkeys.rp_id.as_deref(), Some("example.com"));
+            assert_eq!(config.passkeys.rp_name.as_deref(), Some("Example Bank"));
+            assert_eq!(config.passkeys.origins, ["https://app.example.com"]);
+            assert!(config.demo_enabled());
+            jail.create_file("assent.toml", "[passkeys]\nrp_ids = \"example.com\"\n")?;
+            let err = Config::load(None, &Overrides::default()).expect_err("typo must be refused");
+            assert!(err.to_string().contains("rp_ids"), "{err}");
+            Ok(())
+        });
     }
 }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::demo::DemoKey;
 use crate::fallback::Fallback;
 use crate::keys::ServerKey;
 use crate::metrics::Metrics;
+use crate::passkeys::Passkeys;
 use crate::store::Store;
 use crate::wake::Wake;
 
@@ -41,6 +43,10 @@ pub struct Inner {
     pub fallback: Fallback,
     /// Device public keys, parsed once.
     pub device_keys: crate::devices::KeyCache,
+    /// The WebAuthn relying party.
+    pub passkeys: Passkeys,
+    /// The demo page's session key, when the demo is served.
+    pub demo: Option<DemoKey>,
 }
 
 impl Deref for AppState {
@@ -52,6 +58,7 @@ impl Deref for AppState {
 
 impl AppState {
     /// Wraps the parts into a state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         store: Store,
@@ -59,6 +66,8 @@ impl AppState {
         server_key: ServerKey,
         push: crate::push::PushClients,
         fallback: Fallback,
+        passkeys: Passkeys,
+        demo: Option<DemoKey>,
     ) -> Self {
         let openapi = serde_json::to_value(crate::http::openapi()).unwrap_or_default();
         let http = reqwest::Client::builder()
@@ -80,6 +89,8 @@ impl AppState {
             push,
             fallback,
             device_keys: crate::devices::KeyCache::default(),
+            passkeys,
+            demo,
         }))
     }
 

@@ -265,7 +265,8 @@ pub async fn delete(store: &Store, id: &UserId, now: OffsetDateTime, actor: &Act
     // Their devices can never sign anything again, even for a new user with the same id.
     let revoked = store::devices::revoke_all_for_user(&mut tx, id.as_str(), to_millis(now)).await?;
     store::challenges::cancel_pending_for_user(&mut tx, id.as_str(), to_millis(now)).await?;
-    let data = serde_json::json!({ "devices_revoked": revoked });
+    let passkeys = store::passkeys::delete_all_for_user(&mut tx, id.as_str()).await?;
+    let data = serde_json::json!({ "devices_revoked": revoked, "passkeys_deleted": passkeys });
     audit::record(&mut tx, now, "user.deleted", Some(id.as_str()), actor, data).await?;
     tx.commit().await?;
     Ok(())

@@ -5,10 +5,12 @@ pub mod extract;
 pub mod problem;
 
 mod challenges;
+mod demo;
 mod devices;
 mod events;
 mod okta;
 mod ops;
+mod passkeys;
 mod users;
 
 use std::time::Instant;
@@ -51,6 +53,7 @@ impl RpCaller {
         (name = "events", description = "The audit log"),
         (name = "challenges", description = "Approval requests and their results"),
         (name = "devices", description = "Enrolling and managing phones"),
+        (name = "passkeys", description = "WebAuthn registration and sign-in for the RP's web frontend"),
         (name = "device", description = "Called by phones, with Assent-Proof"),
         (name = "okta", description = "Okta telephony inline hook"),
         (name = "operations", description = "Health, readiness, metrics"),
@@ -96,6 +99,12 @@ fn rp_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(challenges::cancel))
         .routes(routes!(challenges::verify))
         .routes(routes!(challenges::resend))
+        .routes(routes!(passkeys::start_registration))
+        .routes(routes!(passkeys::finish_registration))
+        .routes(routes!(passkeys::start_authentication))
+        .routes(routes!(passkeys::finish_authentication))
+        .routes(routes!(passkeys::list, passkeys::delete_all))
+        .routes(routes!(passkeys::get, passkeys::delete))
 }
 
 /// Routes for phones, all behind a device proof.
@@ -140,7 +149,9 @@ pub fn router(state: AppState) -> Router {
     let (device, _) = device_routes().split_for_parts();
     let device = device.route_layer(middleware::from_fn_with_state(state.clone(), devices::require_device_proof));
 
+    let demo = if state.demo.is_some() { demo::routes() } else { Router::new() };
     Router::new()
+        .merge(demo)
         .merge(rp)
         .merge(device)
         .merge(public)

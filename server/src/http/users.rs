@@ -11,6 +11,7 @@ use super::problem::Problem;
 use super::{AppState, RpCaller};
 use crate::devices::{self, Device, EnrollmentCreated};
 use crate::error::Result;
+use crate::passkeys::PasskeyView;
 use crate::users::{self, User, UserId, UserUpsert};
 
 /// A phone or email on file, with whether a code sent there was ever entered correctly.
@@ -28,8 +29,7 @@ pub struct Factors {
     /// Registered phones (push).
     pub devices: Vec<Device>,
     /// Registered passkeys.
-    #[schema(value_type = Vec<Object>)]
-    pub passkeys: Vec<serde_json::Value>,
+    pub passkeys: Vec<PasskeyView>,
     /// Phone for SMS fallback.
     pub phone: Option<Destination>,
     /// Email for email fallback.
@@ -90,7 +90,7 @@ pub(super) async fn get_factors(State(state): State<AppState>, Path(user_id): Pa
     let user = users::get(&state.store, &id).await?;
     Ok(Json(Factors {
         devices: devices::list(&state, &id).await?,
-        passkeys: Vec::new(),
+        passkeys: crate::passkeys::list(&state, &id).await?,
         phone: user.phone.map(|value| Destination { value, verified: user.phone_verified }),
         email: user.email.map(|value| Destination { value, verified: user.email_verified }),
     }))

@@ -14,6 +14,7 @@ pub mod events;
 pub mod limits;
 mod notify;
 pub mod otp;
+pub mod passkeys;
 pub mod proofs;
 pub mod settings;
 pub mod users;
@@ -158,9 +159,6 @@ fn sqlite_pool(max: u32) -> AnyPoolOptions {
             conn.execute("PRAGMA synchronous = NORMAL").await?;
             conn.execute("PRAGMA foreign_keys = ON").await?;
             conn.execute("PRAGMA busy_timeout = 5000").await?;
-            // Read pages through a memory map rather than a read() call each: in WAL mode every
-            // read transaction after a write starts with an empty page cache.
-            conn.execute("PRAGMA mmap_size = 268435456").await?;
             Ok(())
         })
     })
