@@ -28,7 +28,7 @@ pub const CEREMONY_TTL_SECS: i64 = 5 * 60;
 
 /// Ceremonies that expired longer ago than this are deleted (until then, finishing one
 /// answers `ceremony_expired` rather than `not_found`).
-const CEREMONY_FORGET_SECS: i64 = 60 * 60;
+pub(crate) const CEREMONY_FORGET_SECS: i64 = 60 * 60;
 
 const REGISTRATION: &str = "registration";
 const AUTHENTICATION: &str = "authentication";
@@ -513,7 +513,7 @@ async fn save_ceremony(
         used_at: None,
     };
     let mut tx = state.store.begin().await?;
-    store::passkeys::insert_ceremony(&mut tx, &row, to_millis(now) - CEREMONY_FORGET_SECS * 1000).await?;
+    store::passkeys::insert_ceremony(&mut tx, &row).await?;
     tx.commit().await?;
     Ok(CeremonyStarted { ceremony_id: row.id, expires_at, options: serde_json::to_value(options)? })
 }

@@ -1,5 +1,5 @@
 //! Background work every replica runs: expiring challenges, sending webhooks, forgetting
-//! old proof ids, enrollment tokens and rate-limit windows, and (on PostgreSQL) listening for other replicas.
+//! old proof ids, enrollment tokens, passkey ceremonies and rate-limit windows, and (on PostgreSQL) listening for other replicas.
 
 use std::time::Duration;
 
@@ -80,9 +80,12 @@ pub async fn clean_up(state: &AppState) -> Result<()> {
     // Keep used and expired enrollments a day for support questions, then forget them.
     let enrollments = store::enrollments::delete_expired(&mut tx, now - 24 * 3600 * 1000).await?;
     let counters = store::limits::delete_expired(&mut tx, now).await?;
+    // An hour after expiry, a ceremony is no longer worth a clear "expired" answer.
+    let ceremonies =
+        store::passkeys::delete_expired_ceremonies(&mut tx, now - crate::passkeys::CEREMONY_FORGET_SECS * 1000).await?;
     tx.commit().await?;
-    if proofs + enrollments + counters > 0 {
-        tracing::debug!(proofs, enrollments, counters, "cleaned up");
+    if proofs + enrollments + counters + ceremonies > 0 {
+        tracing::debug!(proofs, enrollments, counters, ceremonies, "cleaned up");
     }
     Ok(())
 }

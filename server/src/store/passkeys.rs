@@ -151,9 +151,14 @@ pub struct CeremonyRow {
     pub used_at: Option<i64>,
 }
 
-/// Stores a new ceremony and forgets those that expired before `forget_before`.
-pub async fn insert_ceremony(conn: &mut AnyConnection, c: &CeremonyRow, forget_before: i64) -> Result<()> {
-    sqlx::query("DELETE FROM passkey_ceremonies WHERE expires_at < $1").bind(forget_before).execute(&mut *conn).await?;
+/// Forgets ceremonies that expired before `cutoff`; returns how many.
+pub async fn delete_expired_ceremonies(conn: &mut AnyConnection, cutoff: i64) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM passkey_ceremonies WHERE expires_at < $1").bind(cutoff).execute(conn).await?;
+    Ok(done.rows_affected())
+}
+
+/// Stores a new ceremony.
+pub async fn insert_ceremony(conn: &mut AnyConnection, c: &CeremonyRow) -> Result<()> {
     sqlx::query(
         "INSERT INTO passkey_ceremonies (id, kind, user_id, state, created_at, expires_at, used_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

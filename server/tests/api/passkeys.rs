@@ -14,6 +14,7 @@ both_databases!(
     register_and_sign_in,
     ceremony_finished_twice,
     expired_ceremony,
+    expired_ceremonies_are_forgotten_in_the_background,
     credential_of_another_users_ceremony,
     origin_and_rp_id_must_match,
     tampered_client_data,
@@ -237,6 +238,25 @@ async fn expired_ceremony(db: Db) {
     r.assert_problem(StatusCode::GONE, "ceremony_expired");
     // One started later is still good.
     finish_authentication(&app, &fresh, key.get(&fresh["options"])).await.assert_status(StatusCode::OK);
+}
+
+async fn expired_ceremonies_are_forgotten_in_the_background(db: Db) {
+    let app = TestApp::new(db).await;
+    user(&app, "alice").await;
+    let mut key = SoftKey::new(&origin(&app));
+    let started = start_registration(&app, "alice").await;
+    let id = started["ceremony_id"].as_str().unwrap();
+
+    // Within the hour after expiry the clean-up keeps it, for a clear answer.
+    app.advance(30 * 60);
+    assent_server::workers::clean_up(&app.state).await.unwrap();
+    let r = finish_registration(&app, id, key.create(&started["options"])).await;
+    r.assert_problem(StatusCode::GONE, "ceremony_expired");
+
+    app.advance(60 * 60);
+    assent_server::workers::clean_up(&app.state).await.unwrap();
+    let r = finish_registration(&app, id, key.create(&started["options"])).await;
+    r.assert_problem(StatusCode::NOT_FOUND, "not_found");
 }
 
 async fn credential_of_another_users_ceremony(db: Db) {
