@@ -32,7 +32,8 @@ impl RingKeyStore {
 impl KeyStore for RingKeyStore {
     fn create_key(&self, alias: String) -> Result<(), KeyStoreError> {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &self.rng).map_err(failed)?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &self.rng).map_err(failed)?;
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &self.rng).map_err(failed)?;
         self.keys.lock().map_err(failed)?.insert(alias, Arc::new(key));
         Ok(())
     }

@@ -176,10 +176,7 @@ fn logged_code(line: &str) -> Option<(String, String)> {
     }
     let to = line.split_whitespace().find_map(|w| w.strip_prefix("to="))?.trim_matches('"').to_owned();
     let text = &line[line.find("text=")? + 5..];
-    let code = text
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|run| run.len() == 6)?
-        .to_owned();
+    let code = text.split(|c: char| !c.is_ascii_digit()).find(|run| run.len() == 6)?.to_owned();
     Some((to, code))
 }
 

@@ -25,7 +25,8 @@ pub struct UserRow {
     pub updated_at: i64,
 }
 
-pub(crate) const COLUMNS: &str = "id, display_name, phone, phone_verified, email, email_verified, created_at, updated_at";
+pub(crate) const COLUMNS: &str =
+    "id, display_name, phone, phone_verified, email, email_verified, created_at, updated_at";
 
 /// The user with this id.
 pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<UserRow>> {
