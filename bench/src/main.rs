@@ -42,8 +42,9 @@ struct Args {
     /// API key for a running server.
     #[arg(long)]
     api_key: Option<String>,
-    /// Phones (one user each) to enroll before the run.
-    #[arg(long, default_value_t = 64)]
+    /// Phones (one user each) to enroll before the run. Each worker cycles through its share;
+    /// with enough phones no user sees more challenges than a real one would.
+    #[arg(long, default_value_t = 4096)]
     devices: usize,
     /// Requests or cycles in flight at once.
     #[arg(long, default_value_t = 32)]
@@ -154,25 +155,41 @@ fn crypto_rates() -> anyhow::Result<CryptoRates> {
     Ok(CryptoRates { ring_sign, ring_verify, p256_sign, p256_verify })
 }
 
-async fn enroll_phones(rp: &Rp, n: usize, base: &str) -> anyhow::Result<Vec<Phone>> {
-    let mut phones = Vec::with_capacity(n);
+/// Enrolls `n` phones, `concurrency` at a time; phone `i` belongs to user `bench-<run>-<i>`.
+async fn enroll_phones(rp: &Arc<Rp>, n: usize, concurrency: usize) -> anyhow::Result<Vec<Phone>> {
     let run = std::process::id();
-    for i in 0..n {
-        let user = format!("bench-{run}-{i}");
-        rp.put(&format!("/v1/users/{user}"), json!({"display_name": format!("Bench user {i}")})).await?;
-        let enrollment = rp.post(&format!("/v1/users/{user}/enrollments"), json!({})).await?;
-        let uri = enrollment["uri"].as_str().context("no uri")?.to_owned();
-        let config = ClientConfig { server_url_override: Some(base.to_owned()), ..ClientConfig::default() };
-        let client = AssentClient::new(keystore::ring_key_store(), memory_state_store(), Some(config))?;
-        let registration = DeviceRegistration {
-            name: format!("bench phone {i}"),
-            platform: Platform::Other,
-            push: PushRegistration::poll_only(),
-        };
-        client.enroll(uri, registration).await?;
-        phones.push(Phone { client, user });
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency.min(n) {
+        let rp = rp.clone();
+        tasks.spawn(async move {
+            let mut mine = Vec::new();
+            for i in (worker..n).step_by(concurrency) {
+                mine.push((i, enroll_phone(&rp, &format!("bench-{run}-{i}"), i).await?));
+            }
+            Ok::<_, anyhow::Error>(mine)
+        });
     }
-    Ok(phones)
+    let mut phones = Vec::with_capacity(n);
+    while let Some(joined) = tasks.join_next().await {
+        phones.extend(joined??);
+    }
+    phones.sort_by_key(|(i, _)| *i);
+    Ok(phones.into_iter().map(|(_, phone)| phone).collect())
+}
+
+async fn enroll_phone(rp: &Rp, user: &str, i: usize) -> anyhow::Result<Phone> {
+    rp.put(&format!("/v1/users/{user}"), json!({"display_name": format!("Bench user {i}")})).await?;
+    let enrollment = rp.post(&format!("/v1/users/{user}/enrollments"), json!({})).await?;
+    let uri = enrollment["uri"].as_str().context("no uri")?.to_owned();
+    let config = ClientConfig { server_url_override: Some(rp.base.clone()), ..ClientConfig::default() };
+    let client = AssentClient::new(keystore::ring_key_store(), memory_state_store(), Some(config))?;
+    let registration = DeviceRegistration {
+        name: format!("bench phone {i}"),
+        platform: Platform::Other,
+        push: PushRegistration::poll_only(),
+    };
+    client.enroll(uri, registration).await?;
+    Ok(Phone { client, user: user.to_owned() })
 }
 
 async fn push_cycle(rp: &Rp, phone: &Phone) -> anyhow::Result<Steps> {
@@ -310,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
     let mut push_rate = None;
     if args.cycles > 0 {
         eprintln!("enrolling {} phones...", args.devices.max(concurrency));
-        let phones = Arc::new(enroll_phones(&rp, args.devices.max(concurrency), &base).await?);
+        let phones = Arc::new(enroll_phones(&rp, args.devices.max(concurrency), concurrency).await?);
         eprintln!("running {} push approval cycles at concurrency {concurrency}...", args.cycles);
         let rp = rp.clone();
         let mut outcome = drive(concurrency, args.cycles, move |worker, iteration| {

@@ -368,10 +368,11 @@ pub async fn create(
     }
     let limit = state.config.challenges.push_per_user_per_10_minutes;
     let since = to_millis(now - FATIGUE_WINDOW);
-    let recent = store::challenges::recent_push_times(&mut tx, user_id.as_str(), since, i64::from(limit)).await?;
+    let recent =
+        store::challenges::recent_push_times(&mut tx, user_id.as_str(), since, i64::from(limit), now_ms).await?;
     if recent.len() >= limit as usize {
         // The oldest of the last `limit` leaves the window first.
-        let oldest = recent.last().copied().unwrap_or(now_ms);
+        let oldest = recent.last().map_or(now_ms, |r| r.created_at);
         let free_at = oldest + i64::try_from(FATIGUE_WINDOW.whole_milliseconds()).unwrap_or(600_000);
         let retry_after = u64::try_from((free_at - now_ms + 999) / 1000).unwrap_or(1).max(1);
         return Err(Error::RateLimited {
@@ -379,7 +380,13 @@ pub async fn create(
             detail: format!("at most {limit} push challenges per user per 10 minutes"),
         });
     }
-    let superseded = store::challenges::supersede_pending_push(&mut tx, user_id.as_str(), now_ms).await?;
+    // A live push challenge is at most 10 minutes old (ttl_seconds <= 600), so it is among the
+    // window's challenges just read: without one there is nothing to supersede.
+    let superseded = if recent.iter().any(|r| r.live_pending) {
+        store::challenges::supersede_pending_push(&mut tx, user_id.as_str(), now_ms).await?
+    } else {
+        Vec::new()
+    };
 
     let id = row.id.clone();
     let expires_at = now + Duration::seconds(ttl);

@@ -199,9 +199,15 @@ pub async fn extend(conn: &mut AnyConnection, id: &str, now: i64, expires_at: i6
 
 /// Creation times (Unix ms) of the user's newest `limit` push challenges since `since`,
 /// newest first.
-pub async fn recent_push_times(conn: &mut AnyConnection, user_id: &str, since: i64, limit: i64) -> Result<Vec<i64>> {
-    let rows: Vec<(i64,)> = sqlx::query_as(
-        "SELECT created_at FROM challenges WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
+pub async fn recent_push_times(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    since: i64,
+    limit: i64,
+    now: i64,
+) -> Result<Vec<RecentPush>> {
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT created_at, status, expires_at FROM challenges WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
          ORDER BY created_at DESC LIMIT $3",
     )
     .bind(user_id)
@@ -209,7 +215,22 @@ pub async fn recent_push_times(conn: &mut AnyConnection, user_id: &str, since: i
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|(t,)| t).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(created_at, status, expires_at)| RecentPush {
+            created_at,
+            live_pending: status == "pending" && expires_at > now,
+        })
+        .collect())
+}
+
+/// A push challenge of the anti-fatigue window.
+#[derive(Debug, Clone, Copy)]
+pub struct RecentPush {
+    /// Unix ms.
+    pub created_at: i64,
+    /// Still pending and not expired: a new challenge supersedes it.
+    pub live_pending: bool,
 }
 
 /// Locks the user's row for the rest of the transaction (PostgreSQL takes a row lock; SQLite

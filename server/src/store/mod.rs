@@ -94,9 +94,15 @@ impl Store {
                 Ok(Self { reader, writer, backend, postgres_url: None })
             }
             Backend::Postgres => {
+                // No test query before each acquire: it doubled the round trips of every
+                // statement run outside a transaction. A connection the server closed fails
+                // its next statement and leaves the pool; connections are recycled anyway.
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(10))
+                    .test_before_acquire(false)
+                    .max_lifetime(Duration::from_secs(30 * 60))
+                    .idle_timeout(Duration::from_secs(10 * 60))
                     .connect(url)
                     .await?;
                 Ok(Self {
