@@ -404,7 +404,7 @@ pub async fn finish_authentication(
     let cred = Credential::from(key.clone());
     let now = state.now();
     let mut tx = state.store.begin().await?;
-    store::passkeys::record_use(
+    let recorded = store::passkeys::record_use(
         &mut tx,
         &row.id,
         &serde_json::to_string(&key)?,
@@ -414,6 +414,10 @@ pub async fn finish_authentication(
         to_millis(now),
     )
     .await?;
+    if !recorded {
+        // A concurrent sign-in with this passkey committed a counter at least as high.
+        return Err(refused(WebauthnError::CredentialPossibleCompromise));
+    }
     let data = serde_json::json!({
         "passkey_id": row.id, "ceremony_id": ceremony_id, "discoverable": ceremony.user_id.is_none(),
         "user_verified": result.user_verified(), "backed_up": result.backup_state(), "sign_count": result.counter(),

@@ -70,7 +70,9 @@ pub async fn by_credential_id<'e>(
         .await?)
 }
 
-/// Records a sign-in: the new credential state, counter and backup state.
+/// Records a sign-in: the new credential state, counter and backup state. False (nothing
+/// written) when the stored counter is already at or above a non-zero `sign_count`: another
+/// sign-in with a higher counter committed meanwhile, and the counter never moves back.
 pub async fn record_use(
     conn: &mut AnyConnection,
     id: &str,
@@ -79,10 +81,10 @@ pub async fn record_use(
     backed_up: bool,
     backup_eligible: bool,
     now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE passkeys SET credential = $1, sign_count = $2, backed_up = $3, backup_eligible = $4, \
-         last_used_at = $5 WHERE id = $6",
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE passkeys SET credential = $1, sign_count = CASE WHEN $2 > sign_count THEN $2 ELSE sign_count END, \
+         backed_up = $3, backup_eligible = $4, last_used_at = $5 WHERE id = $6 AND ($2 = 0 OR sign_count < $2)",
     )
     .bind(credential)
     .bind(sign_count)
@@ -92,7 +94,7 @@ pub async fn record_use(
     .bind(id)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Deletes one of the user's passkeys; false when the user has no such passkey.

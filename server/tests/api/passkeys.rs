@@ -419,6 +419,18 @@ async fn sign_count_must_increase(db: Db) {
     r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "sign_count_regressed");
     let stored = app.req(Method::GET, &format!("/v1/users/alice/passkeys/{passkey_id}")).send().await;
     assert_eq!(stored.assert_status(StatusCode::OK)["sign_count"], 11);
+
+    // Two sign-ins racing, both verified against counter 11: whichever commits second with the
+    // lower counter writes nothing, so the stored counter never moves back.
+    use assent_server::store::passkeys;
+    let rows = passkeys::list_for_user(app.state.store.reader(), "alice").await.unwrap();
+    let credential = rows.iter().find(|p| p.id == passkey_id).unwrap().credential.clone();
+    let mut tx = app.state.store.begin().await.unwrap();
+    assert!(passkeys::record_use(&mut tx, &passkey_id, &credential, 13, false, false, 1).await.unwrap());
+    assert!(!passkeys::record_use(&mut tx, &passkey_id, &credential, 12, false, false, 1).await.unwrap());
+    tx.commit().await.unwrap();
+    let stored = app.req(Method::GET, &format!("/v1/users/alice/passkeys/{passkey_id}")).send().await;
+    assert_eq!(stored.assert_status(StatusCode::OK)["sign_count"], 13);
 }
 
 async fn bad_input_is_a_problem(db: Db) {
