@@ -74,82 +74,50 @@ async fn deliver_one(state: &AppState, due: DueDelivery) -> Result<()> {
     let now = state.now();
     let now_ms = to_millis(now);
     let attempt = due.attempts + 1;
-    let mut tx = state.store.begin().await?;
-    match outcome {
-        PushOutcome::Delivered { .. } => {
-            store::record_delivery(&mut tx, &due.challenge_id, &due.device_id, "sent", None, None, true, now_ms)
-                .await?;
-        }
+    // What the delivery row becomes, and for a token the provider says is gone, the token to clear.
+    let (status, error, next_attempt_at, gone) = match outcome {
+        PushOutcome::Delivered { .. } => ("sent", None, None, None),
         PushOutcome::Retry { after, reason } => {
             let wait = after.unwrap_or_default().max(backoff(attempt));
             let next = now_ms + i64::try_from(wait.as_millis()).unwrap_or(60_000);
             if next < target.expires_at {
                 tracing::info!(challenge = %due.challenge_id, device = %due.device_id, %reason, attempt, "push delivery will be retried");
-                store::record_delivery(
-                    &mut tx,
-                    &due.challenge_id,
-                    &due.device_id,
-                    "pending",
-                    Some(&reason),
-                    Some(next),
-                    true,
-                    now_ms,
-                )
-                .await?;
+                ("pending", Some(reason), Some(next), None)
             } else {
-                let reason = format!("gave up before expiry: {reason}");
-                store::record_delivery(
-                    &mut tx,
-                    &due.challenge_id,
-                    &due.device_id,
-                    "failed",
-                    Some(&reason),
-                    None,
-                    true,
-                    now_ms,
-                )
-                .await?;
+                ("failed", Some(format!("gave up before expiry: {reason}")), None, None)
             }
         }
         PushOutcome::Failed { reason } => {
             tracing::warn!(challenge = %due.challenge_id, device = %due.device_id, %reason, "push delivery failed");
-            store::record_delivery(
-                &mut tx,
-                &due.challenge_id,
-                &due.device_id,
-                "failed",
-                Some(&reason),
-                None,
-                true,
-                now_ms,
-            )
-            .await?;
+            ("failed", Some(reason), None, None)
         }
-        PushOutcome::TokenGone { reason } => {
-            store::record_delivery(
-                &mut tx,
-                &due.challenge_id,
-                &due.device_id,
-                "failed",
-                Some(&reason),
-                None,
-                true,
-                now_ms,
-            )
-            .await?;
-            if store::clear_push_token(&mut tx, &due.device_id, &token).await? {
-                let user_id = crate::store::devices::get(&mut *tx, &due.device_id).await?.map(|d| d.user_id);
-                audit::record(
-                    &mut tx,
-                    now,
-                    "device.push_token_cleared",
-                    user_id.as_deref(),
-                    &Actor::System,
-                    serde_json::json!({ "device_id": due.device_id, "provider": target.push_provider, "reason": reason }),
-                )
-                .await?;
-            }
-        }
+        PushOutcome::TokenGone { reason } => ("failed", Some(reason.clone()), None, Some(reason)),
+    };
+    let mut tx = state.store.begin().await?;
+    store::record_delivery(
+        &mut tx,
+        &due.challenge_id,
+        &due.device_id,
+        status,
+        error.as_deref(),
+        next_attempt_at,
+        true,
+        now_ms,
+    )
+    .await?;
+    if let Some(reason) = gone
+        && store::clear_push_token(&mut tx, &due.device_id, &token).await?
+    {
+        let user_id = crate::store::devices::get(&mut *tx, &due.device_id).await?.map(|d| d.user_id);
+        audit::record(
+            &mut tx,
+            now,
+            "device.push_token_cleared",
+            user_id.as_deref(),
+            &Actor::System,
+            serde_json::json!({ "device_id": due.device_id, "provider": target.push_provider, "reason": reason }),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(())
