@@ -529,9 +529,14 @@ pub(crate) fn mask(channel: &str, destination: &str) -> String {
 /// Loads a challenge, first expiring it if its time is up.
 pub(crate) async fn load(state: &AppState, id: &str) -> Result<ChallengeRow> {
     let row = store::challenges::get(state.store.reader(), id).await?.ok_or(Error::NotFound("challenge"))?;
+    expire_if_due(state, row).await
+}
+
+/// `row` as it stands once its expiry, if due and not yet recorded, is applied.
+async fn expire_if_due(state: &AppState, row: ChallengeRow) -> Result<ChallengeRow> {
     if row.status == "pending" && row.expires_at <= to_millis(state.now()) {
-        expire_due(state, Some(id)).await?;
-        return store::challenges::get(state.store.reader(), id).await?.ok_or(Error::NotFound("challenge"));
+        expire_due(state, Some(&row.id)).await?;
+        return store::challenges::get(state.store.reader(), &row.id).await?.ok_or(Error::NotFound("challenge"));
     }
     Ok(row)
 }
@@ -699,12 +704,10 @@ pub async fn one_for_device(state: &AppState, device: &AuthenticatedDevice, id: 
 }
 
 async fn load_for_device(state: &AppState, device: &AuthenticatedDevice, id: &str) -> Result<ChallengeRow> {
-    let mut row = store::challenges::get_addressed_to(state.store.reader(), id, &device.row.id)
+    let row = store::challenges::get_addressed_to(state.store.reader(), id, &device.row.id)
         .await?
         .ok_or(Error::NotFound("challenge"))?;
-    if row.status == "pending" && row.expires_at <= to_millis(state.now()) {
-        row = load(state, id).await?;
-    }
+    let row = expire_if_due(state, row).await?;
     match row.status.as_str() {
         "pending" => Ok(row),
         "expired" => Err(Error::gone("challenge_expired", "the challenge expired")),
