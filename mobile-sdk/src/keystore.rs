@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use assent_protocol::jws::{self, SIGNATURE_LEN};
-use assent_protocol::p256::ecdsa::signature::{Signer as _, Verifier as _};
+use assent_protocol::p256::ecdsa::signature::Signer as _;
 use assent_protocol::p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use assent_protocol::p256::pkcs8::DecodePublicKey as _;
 use assent_protocol::{b64, messages};
@@ -92,7 +92,7 @@ pub(crate) fn normalize_signature(
     [raw, der]
         .into_iter()
         .flatten()
-        .find(|(raw, _)| Signature::from_slice(raw).is_ok_and(|sig| key.verify(message, &sig).is_ok()))
+        .find(|(raw, _)| jws::verify_raw(message, raw, key).is_ok())
         .ok_or(Error::BadKeyStoreSignature)
 }
 
@@ -238,6 +238,7 @@ fn exercise_key(key_store: &dyn KeyStore, alias: &str) -> Result<KeyStoreReport>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use assent_protocol::p256::ecdsa::signature::Verifier as _;
     use assent_protocol::p256::pkcs8::EncodePublicKey as _;
 
     #[test]
