@@ -586,4 +586,11 @@ if __name__ == "__main__":
         traceback.print_exc()
         RESULTS["failed"] += 1
     print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
-    sys.exit(1 if RESULTS["failed"] else 0)
+    # The SDK's threads call back into Python (key store calls, and the wake-up that resumes
+    # each awaited call). The last such thread may still be on its way out of Python when the
+    # main thread gets here; CPython before 3.14 ends a thread that wants the GIL back during
+    # interpreter finalization with pthread_exit, and that unwind through Rust frames aborts
+    # the process ("FATAL: exception not rethrown"). Leave without finalizing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if RESULTS["failed"] else 0)
