@@ -11,6 +11,12 @@
 //!
 //! It also reports the server's peak memory and the machine's single-core ES256 limits.
 
+/// mimalloc: the tool shares the two cores with the server, and glibc's malloc and free were
+/// about 6% of its CPU. (The server keeps glibc: with mimalloc it held about 45 MiB more with
+/// 4,096 open connections; docs/performance.md.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod keystore;
 mod load;
 mod prefill;

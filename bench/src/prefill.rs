@@ -126,7 +126,8 @@ mod tests {
         assert!(assent_server::devices::device_key(&device).is_ok());
         let challenge = store::challenges::get(store.reader(), "chl_prefill100").await.unwrap().unwrap();
         assert_eq!((challenge.user_id.as_str(), challenge.status.as_str()), ("prefill-11", "approved"));
-        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.reader()).await.unwrap();
+        let (events,): (i64,) =
+            store::db::query("SELECT COUNT(*) FROM events").fetch_one(store.reader()).await.unwrap();
         assert_eq!(events, 200);
     }
 

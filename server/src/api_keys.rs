@@ -43,12 +43,7 @@ fn hash_secret(secret: &str) -> String {
 }
 
 /// Creates a key within `tx` and records the event.
-pub async fn create_in(
-    tx: &mut sqlx::AnyConnection,
-    name: &str,
-    now: OffsetDateTime,
-    actor: &Actor,
-) -> Result<NewApiKey> {
+pub async fn create_in(tx: &mut crate::store::Tx, name: &str, now: OffsetDateTime, actor: &Actor) -> Result<NewApiKey> {
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(Error::invalid("invalid_name", "an API key name must be 1 to 100 characters"));

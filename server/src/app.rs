@@ -1,11 +1,24 @@
 //! Start-up and shutdown: open the database, apply migrations, issue the bootstrap key,
 //! serve until SIGTERM or SIGINT.
 
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::api_keys;
 use crate::audit::Actor;
@@ -64,7 +77,7 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> 
 async fn check_server_key(store: &Store, key: &ServerKey) -> Result<()> {
     let mut tx = store.begin().await?;
     settings::insert_once(&mut tx, "server_key_kid", key.kid()).await?;
-    let recorded = settings::get(&mut *tx, "server_key_kid").await?;
+    let recorded = settings::get(&mut tx, "server_key_kid").await?;
     tx.commit().await?;
     match recorded {
         Some(kid) if kid != key.kid() => Err(Error::internal(format!(
@@ -109,14 +122,86 @@ pub async fn serve(
 ) -> Result<()> {
     let store = state.store.clone();
     let workers = crate::workers::Workers::spawn(&state);
-    let router = http::router(state);
-    let served = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::internal(format!("server: {e}")));
+    serve_http(listener, http::router(state), shutdown).await;
     workers.shutdown().await;
     store.close().await;
-    served
+    Ok(())
+}
+
+/// A connection is closed when no complete request head arrives for this long: an idle
+/// keep-alive connection, or a client sending its headers too slowly. Longer than the 90 s
+/// idle pool timeout of reqwest and hyper clients, so those close their idle connections first.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The HTTP/1 accept loop: one task per connection; once `shutdown` completes, stops
+/// accepting, lets every connection finish the request it is serving, and returns when all
+/// have closed (what `axum::serve` with graceful shutdown does).
+///
+/// Hyper is driven directly rather than through `axum::serve`, whose connections go through
+/// hyper-util's HTTP/1-or-2 detection: it reads the first 24 bytes ahead and hands them back
+/// on hyper's first read, which makes hyper grow every connection's read buffer from 8 to
+/// 16 KiB, kept for the connection's life. The response future is boxed for the same reason:
+/// hyper keeps a slot of its size for every open connection, also between requests.
+async fn serve_http(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    // Every connection task holds a receiver; `closed()` completes once all have ended.
+    let (all_closed, open) = watch::channel(());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let router = router.clone();
+        let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            Box::pin(router.clone().oneshot(request.map(Body::new)))
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let (stop, open) = (stop.clone(), open.clone());
+        tokio::spawn(async move {
+            let mut connection = pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open);
+    all_closed.closed().await;
+}
+
+/// After a failed `accept`: a connection that failed before we took it is simply skipped;
+/// anything else (above all, out of file descriptors) is logged and retried after a second.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept connections");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Runs `assent serve`: prepares, binds, announces the address, serves until a signal.

@@ -1,8 +1,8 @@
 //! The audit log: every security-relevant change is recorded in the same transaction as
 //! the change itself, so the log cannot miss an action that happened.
 
+use crate::store::Tx;
 use serde::Serialize;
-use sqlx::AnyConnection;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -39,7 +39,7 @@ impl Actor {
 
 /// Appends an event to the log within the caller's transaction.
 pub async fn record(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     at: OffsetDateTime,
     kind: &str,
     user_id: Option<&str>,
@@ -104,7 +104,7 @@ pub const WEBHOOK_KINDS: &[&str] = &[
 /// message per interested endpoint, all in the caller's transaction. Returns whether a
 /// webhook was queued (so the caller can wake the worker after commit).
 pub async fn publish(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     webhooks: &[crate::config::WebhookEndpoint],
     at: OffsetDateTime,
     kind: &str,

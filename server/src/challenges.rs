@@ -329,7 +329,7 @@ pub async fn create(
     let mut tx = state.store.begin().await?;
     let store::challenges::LockedUser { user, push_locked_at: locked } =
         store::challenges::lock_user(&mut tx, user_id.as_str()).await?.ok_or(Error::NotFound("user"))?;
-    let devices = store::devices::list_for_user(&mut *tx, user_id.as_str(), false).await?;
+    let devices = store::devices::list_for_user(&mut tx, user_id.as_str(), false).await?;
     let factor = choose_factor(state, new.channel, !devices.is_empty(), &user)?;
     let mut row = ChallengeRow {
         id: new_id(IdKind::Challenge),
@@ -459,7 +459,7 @@ pub(crate) async fn insert_or_replay(
     let Err(e) = store::challenges::insert(tx, row).await else {
         return Ok(None);
     };
-    let raced = matches!(&e, Error::Database(sqlx::Error::Database(db)) if db.is_unique_violation());
+    let raced = matches!(&e, Error::Database(db) if db.is_unique_violation());
     if let (Some(key), true) = (row.idempotency_key.as_deref(), raced) {
         let existing = store::challenges::by_idempotency_key(state.store.reader(), &row.api_key_id, key).await?;
         return Ok(Some(replay(state, existing.ok_or(e)?, row.request_hash.as_deref().unwrap_or_default()).await?));
@@ -532,9 +532,30 @@ pub(crate) async fn load(state: &AppState, id: &str) -> Result<ChallengeRow> {
     expire_if_due(state, row).await
 }
 
+/// [`load`] with the challenge's deliveries, read in the same statement.
+async fn load_with_deliveries(
+    state: &AppState,
+    id: &str,
+) -> Result<(ChallengeRow, Vec<store::challenges::DeliveryRow>)> {
+    let (row, deliveries) =
+        store::challenges::get_with_deliveries(state.store.reader(), id).await?.ok_or(Error::NotFound("challenge"))?;
+    if expiry_due(state, &row) {
+        expire_due(state, Some(&row.id)).await?;
+        return store::challenges::get_with_deliveries(state.store.reader(), id)
+            .await?
+            .ok_or(Error::NotFound("challenge"));
+    }
+    Ok((row, deliveries))
+}
+
+/// Whether `row` is still pending although its time is up (its expiry not yet recorded).
+fn expiry_due(state: &AppState, row: &ChallengeRow) -> bool {
+    row.status == "pending" && row.expires_at <= to_millis(state.now())
+}
+
 /// `row` as it stands once its expiry, if due and not yet recorded, is applied.
 async fn expire_if_due(state: &AppState, row: ChallengeRow) -> Result<ChallengeRow> {
-    if row.status == "pending" && row.expires_at <= to_millis(state.now()) {
+    if expiry_due(state, &row) {
         expire_due(state, Some(&row.id)).await?;
         return store::challenges::get(state.store.reader(), &row.id).await?.ok_or(Error::NotFound("challenge"));
     }
@@ -572,6 +593,15 @@ pub async fn expire_due(state: &AppState, only: Option<&str>) -> Result<usize> {
 
 pub(crate) async fn view(state: &AppState, row: ChallengeRow) -> Result<ChallengeView> {
     let deliveries = store::challenges::deliveries(state.store.reader(), &row.id).await?;
+    view_with(state, row, deliveries).await
+}
+
+/// The RP's view of a challenge whose deliveries were read with it.
+async fn view_with(
+    state: &AppState,
+    row: ChallengeRow,
+    deliveries: Vec<store::challenges::DeliveryRow>,
+) -> Result<ChallengeView> {
     let otp = match row.factor.as_str() {
         "push" => None,
         _ => store::otp::get(state.store.reader(), &row.id).await?.map(|o| OtpStatus {
@@ -623,7 +653,7 @@ pub async fn get(state: &AppState, id: &str, wait: Option<u64>) -> Result<Challe
     let wait = StdDuration::from_secs(wait.unwrap_or(0).min(MAX_WAIT_SECS));
     // Subscribe before reading, so a decision between the read and the wait is not missed.
     let mut changes = state.wake.subscribe();
-    let mut row = load(state, id).await?;
+    let (mut row, mut deliveries) = load_with_deliveries(state, id).await?;
     if row.status == "pending" && !wait.is_zero() {
         let _waiting = GaugeGuard::new(&state.metrics.long_polls);
         let deadline = tokio::time::Instant::now() + wait;
@@ -639,13 +669,13 @@ pub async fn get(state: &AppState, id: &str, wait: Option<u64>) -> Result<Challe
                 },
                 () = tokio::time::sleep_until(sleep_until) => {}
             }
-            row = load(state, id).await?;
+            (row, deliveries) = load_with_deliveries(state, id).await?;
             if row.status != "pending" || tokio::time::Instant::now() >= deadline {
                 break;
             }
         }
     }
-    view(state, row).await
+    view_with(state, row, deliveries).await
 }
 
 /// Counts a waiter for as long as it lives.

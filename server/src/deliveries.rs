@@ -108,7 +108,7 @@ async fn deliver_one(state: &AppState, due: DueDelivery) -> Result<()> {
     if let Some(reason) = gone
         && store::clear_push_token(&mut tx, &due.device_id, &token).await?
     {
-        let user_id = crate::store::devices::get(&mut *tx, &due.device_id).await?.map(|d| d.user_id);
+        let user_id = crate::store::devices::get(&mut tx, &due.device_id).await?.map(|d| d.user_id);
         audit::record(
             &mut tx,
             now,

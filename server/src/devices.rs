@@ -183,7 +183,7 @@ pub async fn enroll(state: &AppState, body: &str) -> Result<EnrollResponse> {
     else {
         return Err(Error::gone("enrollment_invalid", "the enrollment token is unknown, used or expired"));
     };
-    let user = store::users::get(&mut *tx, &user_id)
+    let user = store::users::get(&mut tx, &user_id)
         .await?
         .ok_or(Error::gone("enrollment_invalid", "the user no longer exists"))?;
     let row = DeviceRow {
@@ -264,16 +264,20 @@ pub async fn authenticate(
     }
     // Keep the id as long as a proof with this iat could still be accepted.
     let keep_until = (claims.iat + 2 * MAX_CLOCK_SKEW_SECS) * 1000;
-    let mut tx = state.store.begin().await?;
-    if !store::proofs::insert_once(&mut tx, &row.id, &claims.jti, keep_until).await? {
-        return Err(Error::device_unauthorized("proof_replayed", "this proof was already used"));
-    }
     // last_seen_at is kept to the minute: one write per device per minute, not per request.
+    // Otherwise the proof id is the only write, a statement committed on its own.
     let now_ms = to_millis(now);
+    let replayed = |fresh: bool| {
+        if fresh { Ok(()) } else { Err(Error::device_unauthorized("proof_replayed", "this proof was already used")) }
+    };
     if row.last_seen_at.is_none_or(|seen| now_ms - seen >= LAST_SEEN_RESOLUTION_MS) {
+        let mut tx = state.store.begin().await?;
+        replayed(store::proofs::insert_once(&mut tx, &row.id, &claims.jti, keep_until).await?)?;
         store::devices::touch(&mut tx, &row.id, now_ms).await?;
+        tx.commit().await?;
+    } else {
+        replayed(store::proofs::insert_once(state.store.autocommit(), &row.id, &claims.jti, keep_until).await?)?;
     }
-    tx.commit().await?;
     Ok(AuthenticatedDevice { row, key })
 }
 

@@ -83,7 +83,7 @@ pub enum Error {
     },
     /// The database failed.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::store::db::DbError),
     /// A bug or an environment failure; logged, never shown to callers.
     #[error("internal: {0}")]
     Internal(String),

@@ -283,7 +283,7 @@ fn pending_or_problem(row: &ChallengeRow) -> Result<()> {
 /// pending and unexpired.
 async fn lock_pending(tx: &mut Tx, id: &str, now_ms: i64) -> Result<(ChallengeRow, OtpRow)> {
     let code = store::otp::lock(tx, id).await?.ok_or_else(|| Error::internal(format!("{id} has no code row")))?;
-    let row = store::challenges::get(&mut **tx, id).await?.ok_or(Error::NotFound("challenge"))?;
+    let row = store::challenges::get(&mut *tx, id).await?.ok_or(Error::NotFound("challenge"))?;
     if row.status == "pending" && row.expires_at <= now_ms {
         return Err(Error::gone("challenge_expired", "the challenge expired; create a new one"));
     }

@@ -2,7 +2,7 @@
 //! Used for SMS (per number, per country calling code) and email (per address); callable
 //! from anything else that sends, such as the Okta telephony hook.
 
-use sqlx::AnyConnection;
+use crate::store::Tx;
 use time::OffsetDateTime;
 
 use crate::clock::to_millis;
@@ -74,7 +74,7 @@ pub fn email(limits: &EmailLimits, address: &str) -> Vec<Limit> {
 /// Counts one event against every limit, within the caller's transaction. When any limit is
 /// exceeded the answer is `rate_limited` with the longest wait, and the caller must roll back
 /// (drop the transaction without committing), so a refused event is not counted.
-pub async fn check_and_count(conn: &mut AnyConnection, now: OffsetDateTime, limits: &[Limit]) -> Result<()> {
+pub async fn check_and_count(conn: &mut Tx, now: OffsetDateTime, limits: &[Limit]) -> Result<()> {
     let now_ms = to_millis(now);
     let mut exceeded: Option<(i64, &Limit)> = None;
     for limit in limits.iter().filter(|l| l.max > 0 && l.window_ms > 0) {

@@ -110,7 +110,7 @@ impl Pepper {
         let fingerprint = hex::encode(mac.finalize().into_bytes());
         let mut tx = store.begin().await?;
         settings::insert_once(&mut tx, "otp_pepper_fingerprint", &fingerprint).await?;
-        let recorded = settings::get(&mut *tx, "otp_pepper_fingerprint").await?;
+        let recorded = settings::get(&mut tx, "otp_pepper_fingerprint").await?;
         tx.commit().await?;
         match recorded {
             Some(f) if f != fingerprint => Err(Error::internal(

@@ -312,12 +312,12 @@ pub async fn finish_registration(
         last_used_at: None,
     };
     let mut tx = state.store.begin().await?;
-    if crate::store::users::get(&mut *tx, &user_id).await?.is_none() {
+    if crate::store::users::get(&mut tx, &user_id).await?.is_none() {
         return Err(Error::NotFound("user"));
     }
     if let Err(e) = store::passkeys::insert(&mut tx, &row).await {
         return Err(match e {
-            Error::Database(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            Error::Database(db) if db.is_unique_violation() => {
                 Error::conflict("passkey_exists", "this credential is already registered")
             }
             other => other,
@@ -467,7 +467,7 @@ pub async fn delete_all(state: &AppState, user_id: &UserId, actor: &Actor) -> Re
     crate::users::get(&state.store, user_id).await?;
     let now = state.now();
     let mut tx = state.store.begin().await?;
-    let rows = store::passkeys::list_for_user(&mut *tx, user_id.as_str()).await?;
+    let rows = store::passkeys::list_for_user(&mut tx, user_id.as_str()).await?;
     let mut queued = false;
     for row in &rows {
         store::passkeys::delete(&mut tx, user_id.as_str(), &row.id).await?;

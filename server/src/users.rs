@@ -189,7 +189,7 @@ pub async fn upsert(
 ) -> Result<(User, bool)> {
     let upsert = validated(upsert)?;
     let mut tx = store.begin().await?;
-    let existing = store::users::get(&mut *tx, id.as_str()).await?;
+    let existing = store::users::get(&mut tx, id.as_str()).await?;
     let created = existing.is_none();
     let now_ms = to_millis(now);
     let old = existing.unwrap_or(UserRow {

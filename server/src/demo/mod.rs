@@ -49,7 +49,7 @@ impl DemoKey {
     pub async fn load_or_create(store: &Store) -> Result<Self> {
         let mut tx = store.begin().await?;
         settings::insert_once(&mut tx, "demo_session_key", &hex::encode(random_bytes::<32>())).await?;
-        let stored = settings::get(&mut *tx, "demo_session_key").await?;
+        let stored = settings::get(&mut tx, "demo_session_key").await?;
         tx.commit().await?;
         let bytes = stored.and_then(|hex| hex::decode(hex).ok()).ok_or_else(|| Error::internal("demo_session_key"))?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| Error::internal("demo_session_key is not 32 bytes"))?;

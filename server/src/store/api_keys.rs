@@ -1,27 +1,29 @@
 //! API keys: stored as a SHA-256 hash of the secret, looked up by id.
 
-use sqlx::{Any, AnyConnection, Executor};
+use super::{Db, Tx, db};
 
 use crate::error::Result;
 
-/// An API key as stored, without its secret.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ApiKeyRow {
-    /// `key_...`
-    pub id: String,
-    /// Operator-chosen name.
-    pub name: String,
-    /// Hex SHA-256 of the secret.
-    pub key_hash: String,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms, when revoked.
-    pub revoked_at: Option<i64>,
+crate::row! {
+    /// An API key as stored, without its secret.
+    #[derive(Debug, Clone)]
+    pub struct ApiKeyRow {
+        /// `key_...`
+        pub id: String,
+        /// Operator-chosen name.
+        pub name: String,
+        /// Hex SHA-256 of the secret.
+        pub key_hash: String,
+        /// Unix ms.
+        pub created_at: i64,
+        /// Unix ms, when revoked.
+        pub revoked_at: Option<i64>,
+    }
 }
 
 /// Stores a new key.
-pub async fn insert(conn: &mut AnyConnection, id: &str, name: &str, key_hash: &str, now: i64) -> Result<()> {
-    sqlx::query("INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+pub async fn insert(conn: &mut Tx, id: &str, name: &str, key_hash: &str, now: i64) -> Result<()> {
+    db::query("INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(name)
         .bind(key_hash)
@@ -32,23 +34,23 @@ pub async fn insert(conn: &mut AnyConnection, id: &str, name: &str, key_hash: &s
 }
 
 /// The key with this id, revoked or not.
-pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<ApiKeyRow>> {
-    Ok(sqlx::query_as("SELECT id, name, key_hash, created_at, revoked_at FROM api_keys WHERE id = $1")
+pub async fn get<'e>(db: impl Into<Db<'e>>, id: &str) -> Result<Option<ApiKeyRow>> {
+    db::query("SELECT id, name, key_hash, created_at, revoked_at FROM api_keys WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
-        .await?)
+        .await
 }
 
 /// Every key, oldest first.
-pub async fn list<'e>(db: impl Executor<'e, Database = Any>) -> Result<Vec<ApiKeyRow>> {
-    Ok(sqlx::query_as("SELECT id, name, key_hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
+pub async fn list<'e>(db: impl Into<Db<'e>>) -> Result<Vec<ApiKeyRow>> {
+    db::query("SELECT id, name, key_hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
         .fetch_all(db)
-        .await?)
+        .await
 }
 
 /// Revokes a key; false when there is no such active key.
-pub async fn revoke(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+pub async fn revoke(conn: &mut Tx, id: &str, now: i64) -> Result<bool> {
+    let done = db::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(id)
         .execute(conn)

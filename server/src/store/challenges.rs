@@ -1,59 +1,62 @@
 //! Challenges and their per-device push deliveries. A challenge leaves `pending` through
 //! one conditional UPDATE, so it is decided exactly once whatever races.
 
-use sqlx::{Any, AnyConnection, Executor};
+use super::db;
+use super::{Db, Tx};
 
 use crate::error::Result;
 
-/// A challenge row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ChallengeRow {
-    /// `chl_...`
-    pub id: String,
-    /// The user asked.
-    pub user_id: String,
-    /// push | sms | email
-    pub factor: String,
-    /// pending approved denied fraud_reported expired cancelled failed
-    pub status: String,
-    /// Why it ended as it did, when that is not obvious (`number_mismatch`, `superseded`).
-    pub reason: Option<String>,
-    /// Headline shown on the phone.
-    pub title: String,
-    /// JSON array of `{label, value}`.
-    pub details: String,
-    /// JSON object `{ip?, location?, user_agent?}`.
-    pub context: String,
-    /// Number matching: the correct number.
-    pub number: Option<i64>,
-    /// The server-signed challenge JWS.
-    pub jws: Option<String>,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub expires_at: i64,
-    /// Unix ms.
-    pub decided_at: Option<i64>,
-    /// The device that answered.
-    pub device_id: Option<String>,
-    /// The device's response JWS.
-    pub evidence: Option<String>,
-    /// 0/1: whether the device said the user was verified.
-    pub user_verified: Option<i64>,
-    /// The API key that created it.
-    pub api_key_id: String,
-    /// `Idempotency-Key` header, if one was sent.
-    pub idempotency_key: Option<String>,
-    /// SHA-256 of the creating request, to refuse a reused key with another body.
-    pub request_hash: Option<String>,
+crate::row! {
+    /// A challenge row.
+    #[derive(Debug, Clone)]
+    pub struct ChallengeRow {
+        /// `chl_...`
+        pub id: String,
+        /// The user asked.
+        pub user_id: String,
+        /// push | sms | email
+        pub factor: String,
+        /// pending approved denied fraud_reported expired cancelled failed
+        pub status: String,
+        /// Why it ended as it did, when that is not obvious (`number_mismatch`, `superseded`).
+        pub reason: Option<String>,
+        /// Headline shown on the phone.
+        pub title: String,
+        /// JSON array of `{label, value}`.
+        pub details: String,
+        /// JSON object `{ip?, location?, user_agent?}`.
+        pub context: String,
+        /// Number matching: the correct number.
+        pub number: Option<i64>,
+        /// The server-signed challenge JWS.
+        pub jws: Option<String>,
+        /// Unix ms.
+        pub created_at: i64,
+        /// Unix ms.
+        pub expires_at: i64,
+        /// Unix ms.
+        pub decided_at: Option<i64>,
+        /// The device that answered.
+        pub device_id: Option<String>,
+        /// The device's response JWS.
+        pub evidence: Option<String>,
+        /// 0/1: whether the device said the user was verified.
+        pub user_verified: Option<i64>,
+        /// The API key that created it.
+        pub api_key_id: String,
+        /// `Idempotency-Key` header, if one was sent.
+        pub idempotency_key: Option<String>,
+        /// SHA-256 of the creating request, to refuse a reused key with another body.
+        pub request_hash: Option<String>,
+    }
 }
 
 const COLUMNS: &str = "id, user_id, factor, status, reason, title, details, context, number, jws, created_at, \
     expires_at, decided_at, device_id, evidence, user_verified, api_key_id, idempotency_key, request_hash";
 
 /// Stores a new challenge.
-pub async fn insert(conn: &mut AnyConnection, c: &ChallengeRow) -> Result<()> {
-    sqlx::query(&format!(
+pub async fn insert(conn: &mut Tx, c: &ChallengeRow) -> Result<()> {
+    db::query(format!(
         "INSERT INTO challenges ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
     ))
     .bind(&c.id)
@@ -81,28 +84,74 @@ pub async fn insert(conn: &mut AnyConnection, c: &ChallengeRow) -> Result<()> {
 }
 
 /// The challenge with this id.
-pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<ChallengeRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM challenges WHERE id = $1")).bind(id).fetch_optional(db).await?)
+pub async fn get<'e>(db: impl Into<Db<'e>>, id: &str) -> Result<Option<ChallengeRow>> {
+    db::query(format!("SELECT {COLUMNS} FROM challenges WHERE id = $1")).bind(id).fetch_optional(db).await
+}
+
+/// The challenge with this id and its deliveries, in one statement.
+pub async fn get_with_deliveries<'e>(
+    db: impl Into<Db<'e>>,
+    id: &str,
+) -> Result<Option<(ChallengeRow, Vec<DeliveryRow>)>> {
+    let rows: Vec<WithDelivery> = db::query(&*WITH_DELIVERIES).bind(id).fetch_all(db).await?;
+    let mut rows = rows.into_iter();
+    let Some(first) = rows.next() else { return Ok(None) };
+    let deliveries = std::iter::once(first.delivery).chain(rows.map(|r| r.delivery)).flatten().collect();
+    Ok(Some((first.challenge, deliveries)))
+}
+
+/// The challenge's columns, then its delivery's (prefixed `d_`, NULL when it has none).
+static WITH_DELIVERIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns = COLUMNS.split(',').map(|c| format!("c.{}", c.trim())).collect::<Vec<_>>().join(", ");
+    format!(
+        "SELECT {columns}, d.device_id AS d_device_id, d.provider AS d_provider, d.status AS d_status,
+                d.attempts AS d_attempts, d.error AS d_error
+         FROM challenges c LEFT JOIN push_deliveries d ON d.challenge_id = c.id
+         WHERE c.id = $1 ORDER BY d.device_id"
+    )
+});
+
+struct WithDelivery {
+    challenge: ChallengeRow,
+    delivery: Option<DeliveryRow>,
+}
+
+impl db::FromRow for WithDelivery {
+    fn from_row(row: &db::Row<'_>) -> Result<Self> {
+        let challenge = ChallengeRow::from_row(row)?;
+        let delivery = match row.get::<Option<String>>("d_device_id")? {
+            None => None,
+            Some(device_id) => Some(DeliveryRow {
+                challenge_id: challenge.id.clone(),
+                device_id,
+                provider: row.get("d_provider")?,
+                status: row.get("d_status")?,
+                attempts: row.get("d_attempts")?,
+                error: row.get("d_error")?,
+            }),
+        };
+        Ok(WithDelivery { challenge, delivery })
+    }
 }
 
 /// The challenge an API key created with this idempotency key.
 pub async fn by_idempotency_key<'e>(
-    db: impl Executor<'e, Database = Any>,
+    db: impl Into<Db<'e>>,
     api_key_id: &str,
     key: &str,
 ) -> Result<Option<ChallengeRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM challenges WHERE api_key_id = $1 AND idempotency_key = $2"))
+    db::query(format!("SELECT {COLUMNS} FROM challenges WHERE api_key_id = $1 AND idempotency_key = $2"))
         .bind(api_key_id)
         .bind(key)
         .fetch_optional(db)
-        .await?)
+        .await
 }
 
 /// Moves a pending, unexpired challenge to a final state. Returns false when it was no
 /// longer pending (someone else decided it first) or has expired.
 #[allow(clippy::too_many_arguments)]
 pub async fn decide(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     id: &str,
     status: &str,
     reason: Option<&str>,
@@ -111,7 +160,7 @@ pub async fn decide(
     evidence: Option<&str>,
     user_verified: Option<bool>,
 ) -> Result<bool> {
-    let done = sqlx::query(
+    let done = db::query(
         "UPDATE challenges SET status = $1, reason = $2, decided_at = $3, device_id = $4, evidence = $5,
                 user_verified = $6
          WHERE id = $7 AND status = 'pending' AND expires_at > $3",
@@ -130,8 +179,8 @@ pub async fn decide(
 
 /// Expires pending challenges whose time is up (all of them, or just `only`), returning
 /// `(id, user_id)` of each one this call expired.
-pub async fn expire_due(conn: &mut AnyConnection, now: i64, only: Option<&str>) -> Result<Vec<(String, String)>> {
-    Ok(sqlx::query_as(
+pub async fn expire_due(conn: &mut Tx, now: i64, only: Option<&str>) -> Result<Vec<(String, String)>> {
+    db::query(
         "UPDATE challenges SET status = 'expired', decided_at = expires_at
          WHERE status = 'pending' AND expires_at <= $1 AND ($2 IS NULL OR id = $2)
          RETURNING id, user_id",
@@ -139,12 +188,12 @@ pub async fn expire_due(conn: &mut AnyConnection, now: i64, only: Option<&str>) 
     .bind(now)
     .bind(only)
     .fetch_all(conn)
-    .await?)
+    .await
 }
 
 /// Cancels the user's pending push challenges (a newer one replaces them), returning their ids.
-pub async fn supersede_pending_push(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+pub async fn supersede_pending_push(conn: &mut Tx, user_id: &str, now: i64) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = db::query(
         "UPDATE challenges SET status = 'cancelled', reason = 'superseded', decided_at = $1
          WHERE user_id = $2 AND factor = 'push' AND status = 'pending' AND expires_at > $1
          RETURNING id",
@@ -157,8 +206,8 @@ pub async fn supersede_pending_push(conn: &mut AnyConnection, user_id: &str, now
 }
 
 /// Cancels every pending challenge of a user (the user is being deleted).
-pub async fn cancel_pending_for_user(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<u64> {
-    let done = sqlx::query(
+pub async fn cancel_pending_for_user(conn: &mut Tx, user_id: &str, now: i64) -> Result<u64> {
+    let done = db::query(
         "UPDATE challenges SET status = 'cancelled', reason = 'user_deleted', decided_at = $1
          WHERE user_id = $2 AND status = 'pending'",
     )
@@ -171,8 +220,8 @@ pub async fn cancel_pending_for_user(conn: &mut AnyConnection, user_id: &str, no
 
 /// Cancels the user's pending SMS and email challenges (a newer code replaces them),
 /// returning their ids.
-pub async fn supersede_pending_otp(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+pub async fn supersede_pending_otp(conn: &mut Tx, user_id: &str, now: i64) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = db::query(
         "UPDATE challenges SET status = 'cancelled', reason = 'superseded', decided_at = $1
          WHERE user_id = $2 AND factor IN ('sms', 'email') AND status = 'pending' AND expires_at > $1
          RETURNING id",
@@ -186,9 +235,9 @@ pub async fn supersede_pending_otp(conn: &mut AnyConnection, user_id: &str, now:
 
 /// Moves the expiry of a pending, unexpired challenge (a resent code lives anew); false when
 /// it was no longer pending.
-pub async fn extend(conn: &mut AnyConnection, id: &str, now: i64, expires_at: i64) -> Result<bool> {
+pub async fn extend(conn: &mut Tx, id: &str, now: i64, expires_at: i64) -> Result<bool> {
     let done =
-        sqlx::query("UPDATE challenges SET expires_at = $1 WHERE id = $2 AND status = 'pending' AND expires_at > $3")
+        db::query("UPDATE challenges SET expires_at = $1 WHERE id = $2 AND status = 'pending' AND expires_at > $3")
             .bind(expires_at)
             .bind(id)
             .bind(now)
@@ -200,13 +249,13 @@ pub async fn extend(conn: &mut AnyConnection, id: &str, now: i64, expires_at: i6
 /// Creation times (Unix ms) of the user's newest `limit` push challenges since `since`,
 /// newest first.
 pub async fn recent_push_times(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     user_id: &str,
     since: i64,
     limit: i64,
     now: i64,
 ) -> Result<Vec<RecentPush>> {
-    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+    let rows: Vec<(i64, String, i64)> = db::query(
         "SELECT created_at, status, expires_at FROM challenges WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
          ORDER BY created_at DESC LIMIT $3",
     )
@@ -235,65 +284,71 @@ pub struct RecentPush {
 
 /// Locks the user's row for the rest of the transaction (PostgreSQL takes a row lock; SQLite
 /// has one writer) and returns whether push is locked for them, or `None` if no such user.
-pub async fn lock_user(conn: &mut AnyConnection, user_id: &str) -> Result<Option<LockedUser>> {
-    Ok(sqlx::query_as(&format!(
+pub async fn lock_user(conn: &mut Tx, user_id: &str) -> Result<Option<LockedUser>> {
+    db::query(format!(
         "UPDATE users SET challenge_seq = challenge_seq + 1 WHERE id = $1 RETURNING {}, push_locked_at",
         super::users::COLUMNS
     ))
     .bind(user_id)
     .fetch_optional(conn)
-    .await?)
+    .await
 }
 
 /// A user read by [`lock_user`], with the fraud lock on push.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct LockedUser {
     /// The user.
-    #[sqlx(flatten)]
     pub user: super::users::UserRow,
     /// Unix ms of the fraud report that locked push, if locked.
     pub push_locked_at: Option<i64>,
 }
 
+impl db::FromRow for LockedUser {
+    fn from_row(row: &db::Row<'_>) -> Result<Self> {
+        Ok(LockedUser { user: super::users::UserRow::from_row(row)?, push_locked_at: row.get("push_locked_at")? })
+    }
+}
+
 /// Sets or clears the fraud lock on push for a user; false when nothing changed.
-pub async fn set_push_lock(conn: &mut AnyConnection, user_id: &str, locked_at: Option<i64>) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE users SET push_locked_at = $1 WHERE id = $2 AND (push_locked_at IS NULL) = ($1 IS NOT NULL)",
-    )
-    .bind(locked_at)
-    .bind(user_id)
-    .execute(conn)
-    .await?;
+pub async fn set_push_lock(conn: &mut Tx, user_id: &str, locked_at: Option<i64>) -> Result<bool> {
+    let done =
+        db::query("UPDATE users SET push_locked_at = $1 WHERE id = $2 AND (push_locked_at IS NULL) = ($1 IS NOT NULL)")
+            .bind(locked_at)
+            .bind(user_id)
+            .execute(conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// A delivery row (one per challenge and device).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DeliveryRow {
-    /// The challenge.
-    pub challenge_id: String,
-    /// The device.
-    pub device_id: String,
-    /// apns | fcm | none
-    pub provider: String,
-    /// pending | sent | failed | not_sent | cancelled
-    pub status: String,
-    /// Sends tried.
-    pub attempts: i64,
-    /// The provider's reason for the last failure.
-    pub error: Option<String>,
+crate::row! {
+    /// A delivery row (one per challenge and device).
+    #[derive(Debug, Clone)]
+    pub struct DeliveryRow {
+        /// The challenge.
+        pub challenge_id: String,
+        /// The device.
+        pub device_id: String,
+        /// apns | fcm | none
+        pub provider: String,
+        /// pending | sent | failed | not_sent | cancelled
+        pub status: String,
+        /// Sends tried.
+        pub attempts: i64,
+        /// The provider's reason for the last failure.
+        pub error: Option<String>,
+    }
 }
 
 /// Records that a challenge goes to a device.
 pub async fn insert_delivery(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     challenge_id: &str,
     device_id: &str,
     provider: &str,
     status: &str,
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO push_deliveries (challenge_id, device_id, provider, status, next_attempt_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $5)",
     )
@@ -308,39 +363,35 @@ pub async fn insert_delivery(
 }
 
 /// The deliveries of a challenge.
-pub async fn deliveries<'e>(db: impl Executor<'e, Database = Any>, challenge_id: &str) -> Result<Vec<DeliveryRow>> {
-    Ok(sqlx::query_as(
+pub async fn deliveries<'e>(db: impl Into<Db<'e>>, challenge_id: &str) -> Result<Vec<DeliveryRow>> {
+    db::query(
         "SELECT challenge_id, device_id, provider, status, attempts, error FROM push_deliveries
          WHERE challenge_id = $1 ORDER BY device_id",
     )
     .bind(challenge_id)
     .fetch_all(db)
-    .await?)
+    .await
 }
 
 /// The challenge, if it was sent to the device.
 pub async fn get_addressed_to<'e>(
-    db: impl Executor<'e, Database = Any>,
+    db: impl Into<Db<'e>>,
     challenge_id: &str,
     device_id: &str,
 ) -> Result<Option<ChallengeRow>> {
-    Ok(sqlx::query_as(&format!(
+    db::query(format!(
         "SELECT {COLUMNS} FROM challenges WHERE id = $1 AND EXISTS \
          (SELECT 1 FROM push_deliveries d WHERE d.challenge_id = challenges.id AND d.device_id = $2)"
     ))
     .bind(challenge_id)
     .bind(device_id)
     .fetch_optional(db)
-    .await?)
+    .await
 }
 
 /// Pending, unexpired challenges addressed to a device: `(id, jws)`, oldest first.
-pub async fn pending_for_device<'e>(
-    db: impl Executor<'e, Database = Any>,
-    device_id: &str,
-    now: i64,
-) -> Result<Vec<(String, String)>> {
-    Ok(sqlx::query_as(
+pub async fn pending_for_device<'e>(db: impl Into<Db<'e>>, device_id: &str, now: i64) -> Result<Vec<(String, String)>> {
+    db::query(
         "SELECT c.id, c.jws FROM push_deliveries d JOIN challenges c ON c.id = d.challenge_id
          WHERE d.device_id = $1 AND c.status = 'pending' AND c.expires_at > $2 AND c.jws IS NOT NULL
          ORDER BY c.created_at, c.id",
@@ -348,26 +399,28 @@ pub async fn pending_for_device<'e>(
     .bind(device_id)
     .bind(now)
     .fetch_all(db)
-    .await?)
+    .await
 }
 
-/// A claimed push delivery with what is needed to send it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DueDelivery {
-    /// The challenge.
-    pub challenge_id: String,
-    /// The device.
-    pub device_id: String,
-    /// apns | fcm
-    pub provider: String,
-    /// Sends tried so far.
-    pub attempts: i64,
+crate::row! {
+    /// A claimed push delivery with what is needed to send it.
+    #[derive(Debug, Clone)]
+    pub struct DueDelivery {
+        /// The challenge.
+        pub challenge_id: String,
+        /// The device.
+        pub device_id: String,
+        /// apns | fcm
+        pub provider: String,
+        /// Sends tried so far.
+        pub attempts: i64,
+    }
 }
 
 /// Claims up to `limit` due deliveries until `lease_until` (no other worker, on any replica,
 /// takes them meanwhile).
 pub async fn claim_due_deliveries(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     backend: super::Backend,
     now: i64,
     lease_until: i64,
@@ -382,45 +435,47 @@ pub async fn claim_due_deliveries(
          RETURNING challenge_id, device_id, provider, attempts",
         backend.skip_locked()
     );
-    Ok(sqlx::query_as(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(conn).await?)
+    db::query(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(conn).await
 }
 
-/// What a delivery goes to: the device's current push token, and whether the challenge can
-/// still be answered by it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DeliveryTarget {
-    /// The device's push token now (it may have changed since the challenge).
-    pub push_token: Option<String>,
-    /// The device's provider now.
-    pub push_provider: String,
-    /// Unix ms, when revoked.
-    pub revoked_at: Option<i64>,
-    /// The challenge's status.
-    pub status: String,
-    /// Unix ms.
-    pub expires_at: i64,
+crate::row! {
+    /// What a delivery goes to: the device's current push token, and whether the challenge can
+    /// still be answered by it.
+    #[derive(Debug, Clone)]
+    pub struct DeliveryTarget {
+        /// The device's push token now (it may have changed since the challenge).
+        pub push_token: Option<String>,
+        /// The device's provider now.
+        pub push_provider: String,
+        /// Unix ms, when revoked.
+        pub revoked_at: Option<i64>,
+        /// The challenge's status.
+        pub status: String,
+        /// Unix ms.
+        pub expires_at: i64,
+    }
 }
 
 /// Loads the target of a delivery.
 pub async fn delivery_target<'e>(
-    db: impl Executor<'e, Database = Any>,
+    db: impl Into<Db<'e>>,
     challenge_id: &str,
     device_id: &str,
 ) -> Result<Option<DeliveryTarget>> {
-    Ok(sqlx::query_as(
+    db::query(
         "SELECT d.push_token, d.push_provider, d.revoked_at, c.status, c.expires_at
          FROM devices d, challenges c WHERE d.id = $1 AND c.id = $2",
     )
     .bind(device_id)
     .bind(challenge_id)
     .fetch_optional(db)
-    .await?)
+    .await
 }
 
 /// Records the outcome of a send: `status` with `error`; `next_attempt_at` when retried.
 #[allow(clippy::too_many_arguments)]
 pub async fn record_delivery(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     challenge_id: &str,
     device_id: &str,
     status: &str,
@@ -429,7 +484,7 @@ pub async fn record_delivery(
     counted: bool,
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "UPDATE push_deliveries SET status = $1, error = $2, next_attempt_at = COALESCE($3, next_attempt_at),
                 attempts = attempts + $4, claimed_until = 0, updated_at = $5
          WHERE challenge_id = $6 AND device_id = $7",
@@ -448,8 +503,8 @@ pub async fn record_delivery(
 
 /// Clears a device's push token if it is still `token` (Apple or Google said it is gone);
 /// returns whether it was cleared.
-pub async fn clear_push_token(conn: &mut AnyConnection, device_id: &str, token: &str) -> Result<bool> {
-    let done = sqlx::query("UPDATE devices SET push_token = NULL WHERE id = $1 AND push_token = $2")
+pub async fn clear_push_token(conn: &mut Tx, device_id: &str, token: &str) -> Result<bool> {
+    let done = db::query("UPDATE devices SET push_token = NULL WHERE id = $1 AND push_token = $2")
         .bind(device_id)
         .bind(token)
         .execute(conn)

@@ -1,42 +1,44 @@
 //! Devices: registered phones and their public keys.
 
-use sqlx::{Any, AnyConnection, Executor};
+use super::{Db, Tx, db};
 
 use crate::error::Result;
 
-/// A device row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DeviceRow {
-    /// `dev_...`
-    pub id: String,
-    /// Owner.
-    pub user_id: String,
-    /// Name the phone gave itself.
-    pub name: String,
-    /// ios | android | other
-    pub platform: String,
-    /// Public JWK (JSON).
-    pub jwk: String,
-    /// RFC 7638 thumbprint of the key.
-    pub thumbprint: String,
-    /// apns | fcm | none
-    pub push_provider: String,
-    /// Provider token, if any.
-    pub push_token: Option<String>,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms of the last authenticated request.
-    pub last_seen_at: Option<i64>,
-    /// Unix ms, when revoked.
-    pub revoked_at: Option<i64>,
+crate::row! {
+    /// A device row.
+    #[derive(Debug, Clone)]
+    pub struct DeviceRow {
+        /// `dev_...`
+        pub id: String,
+        /// Owner.
+        pub user_id: String,
+        /// Name the phone gave itself.
+        pub name: String,
+        /// ios | android | other
+        pub platform: String,
+        /// Public JWK (JSON).
+        pub jwk: String,
+        /// RFC 7638 thumbprint of the key.
+        pub thumbprint: String,
+        /// apns | fcm | none
+        pub push_provider: String,
+        /// Provider token, if any.
+        pub push_token: Option<String>,
+        /// Unix ms.
+        pub created_at: i64,
+        /// Unix ms of the last authenticated request.
+        pub last_seen_at: Option<i64>,
+        /// Unix ms, when revoked.
+        pub revoked_at: Option<i64>,
+    }
 }
 
 const COLUMNS: &str =
     "id, user_id, name, platform, jwk, thumbprint, push_provider, push_token, created_at, last_seen_at, revoked_at";
 
 /// Stores a new device.
-pub async fn insert(conn: &mut AnyConnection, d: &DeviceRow) -> Result<()> {
-    sqlx::query(&format!("INSERT INTO devices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
+pub async fn insert(conn: &mut Tx, d: &DeviceRow) -> Result<()> {
+    db::query(format!("INSERT INTO devices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
         .bind(&d.id)
         .bind(&d.user_id)
         .bind(&d.name)
@@ -54,29 +56,25 @@ pub async fn insert(conn: &mut AnyConnection, d: &DeviceRow) -> Result<()> {
 }
 
 /// The device with this id, revoked or not.
-pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<DeviceRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1")).bind(id).fetch_optional(db).await?)
+pub async fn get<'e>(db: impl Into<Db<'e>>, id: &str) -> Result<Option<DeviceRow>> {
+    db::query(format!("SELECT {COLUMNS} FROM devices WHERE id = $1")).bind(id).fetch_optional(db).await
 }
 
 /// The user's devices, oldest first; revoked ones only when asked.
-pub async fn list_for_user<'e>(
-    db: impl Executor<'e, Database = Any>,
-    user_id: &str,
-    include_revoked: bool,
-) -> Result<Vec<DeviceRow>> {
-    Ok(sqlx::query_as(&format!(
+pub async fn list_for_user<'e>(db: impl Into<Db<'e>>, user_id: &str, include_revoked: bool) -> Result<Vec<DeviceRow>> {
+    db::query(format!(
         "SELECT {COLUMNS} FROM devices WHERE user_id = $1 AND ($2 = 1 OR revoked_at IS NULL) ORDER BY created_at, id"
     ))
     .bind(user_id)
     .bind(i64::from(include_revoked))
     .fetch_all(db)
-    .await?)
+    .await
 }
 
 /// Whether an active device already holds this key.
-pub async fn active_with_thumbprint<'e>(db: impl Executor<'e, Database = Any>, thumbprint: &str) -> Result<bool> {
+pub async fn active_with_thumbprint<'e>(db: impl Into<Db<'e>>, thumbprint: &str) -> Result<bool> {
     let found: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM devices WHERE thumbprint = $1 AND revoked_at IS NULL LIMIT 1")
+        db::query("SELECT id FROM devices WHERE thumbprint = $1 AND revoked_at IS NULL LIMIT 1")
             .bind(thumbprint)
             .fetch_optional(db)
             .await?;
@@ -84,8 +82,8 @@ pub async fn active_with_thumbprint<'e>(db: impl Executor<'e, Database = Any>, t
 }
 
 /// Revokes a device; false when it was not active (or not the user's).
-pub async fn revoke(conn: &mut AnyConnection, user_id: &str, id: &str, now: i64) -> Result<bool> {
-    let done = sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+pub async fn revoke(conn: &mut Tx, user_id: &str, id: &str, now: i64) -> Result<bool> {
+    let done = db::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
         .bind(now)
         .bind(id)
         .bind(user_id)
@@ -95,9 +93,9 @@ pub async fn revoke(conn: &mut AnyConnection, user_id: &str, id: &str, now: i64)
 }
 
 /// Revokes every device of a user (the user is being deleted).
-pub async fn revoke_all_for_user(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Vec<String>> {
+pub async fn revoke_all_for_user(conn: &mut Tx, user_id: &str, now: i64) -> Result<Vec<String>> {
     let rows: Vec<(String,)> =
-        sqlx::query_as("UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL RETURNING id")
+        db::query("UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL RETURNING id")
             .bind(now)
             .bind(user_id)
             .fetch_all(conn)
@@ -106,8 +104,8 @@ pub async fn revoke_all_for_user(conn: &mut AnyConnection, user_id: &str, now: i
 }
 
 /// Sets the device's push registration.
-pub async fn set_push(conn: &mut AnyConnection, id: &str, provider: &str, token: Option<&str>) -> Result<()> {
-    sqlx::query("UPDATE devices SET push_provider = $1, push_token = $2 WHERE id = $3")
+pub async fn set_push(conn: &mut Tx, id: &str, provider: &str, token: Option<&str>) -> Result<()> {
+    db::query("UPDATE devices SET push_provider = $1, push_token = $2 WHERE id = $3")
         .bind(provider)
         .bind(token)
         .bind(id)
@@ -117,7 +115,7 @@ pub async fn set_push(conn: &mut AnyConnection, id: &str, provider: &str, token:
 }
 
 /// Records the time of an authenticated request.
-pub async fn touch(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
-    sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2").bind(now).bind(id).execute(conn).await?;
+pub async fn touch(conn: &mut Tx, id: &str, now: i64) -> Result<()> {
+    db::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2").bind(now).bind(id).execute(conn).await?;
     Ok(())
 }

@@ -1,31 +1,33 @@
 //! The audit log: append-only, ordered by an increasing sequence number.
 
-use sqlx::{Any, AnyConnection, Executor};
+use super::{Db, Tx, db};
 
 use crate::error::Result;
 
-/// An event row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct EventRow {
-    /// Position in the log.
-    pub seq: i64,
-    /// `evt_...`
-    pub id: String,
-    /// Unix ms.
-    pub at: i64,
-    /// e.g. `user.created`.
-    pub kind: String,
-    /// The user concerned, if any.
-    pub user_id: Option<String>,
-    /// Who did it: an API key id, a device id, `system` or `cli`.
-    pub actor: String,
-    /// JSON object with details.
-    pub data: String,
+crate::row! {
+    /// An event row.
+    #[derive(Debug, Clone)]
+    pub struct EventRow {
+        /// Position in the log.
+        pub seq: i64,
+        /// `evt_...`
+        pub id: String,
+        /// Unix ms.
+        pub at: i64,
+        /// e.g. `user.created`.
+        pub kind: String,
+        /// The user concerned, if any.
+        pub user_id: Option<String>,
+        /// Who did it: an API key id, a device id, `system` or `cli`.
+        pub actor: String,
+        /// JSON object with details.
+        pub data: String,
+    }
 }
 
 /// Appends an event.
 pub async fn append(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     id: &str,
     at: i64,
     kind: &str,
@@ -33,7 +35,7 @@ pub async fn append(
     actor: &str,
     data: &str,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO events (id, at, kind, user_id, actor, data) VALUES ($1, $2, $3, $4, $5, $6)")
+    db::query("INSERT INTO events (id, at, kind, user_id, actor, data) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(id)
         .bind(at)
         .bind(kind)
@@ -48,12 +50,12 @@ pub async fn append(
 /// Events after the event `after` (exclusive), oldest first, optionally for one user.
 /// An unknown `after` id yields nothing rather than restarting from the beginning.
 pub async fn list<'e>(
-    db: impl Executor<'e, Database = Any>,
+    db: impl Into<Db<'e>>,
     user_id: Option<&str>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<EventRow>> {
-    Ok(sqlx::query_as(
+    db::query(
         "SELECT seq, id, at, kind, user_id, actor, data FROM events
          WHERE ($1 IS NULL OR user_id = $1)
            AND seq > COALESCE((SELECT seq FROM events WHERE id = $2),
@@ -64,5 +66,5 @@ pub async fn list<'e>(
     .bind(after)
     .bind(limit)
     .fetch_all(db)
-    .await?)
+    .await
 }

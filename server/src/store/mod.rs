@@ -2,12 +2,13 @@
 //! PostgreSQL both accept (`$n` parameters, `RETURNING`, `ON CONFLICT`); where the two truly
 //! differ, the difference is spelled out here and nowhere else.
 //!
-//! SQLite gets one writer connection and a pool of readers: SQLite serialises writers anyway,
-//! and a single writer never meets `SQLITE_BUSY` from its own process. PostgreSQL uses one pool
-//! for both.
+//! SQLite gets one writer connection and a pool of readers, used on the server's own threads
+//! (see [`db`]): SQLite serialises writers anyway, and a single writer never meets
+//! `SQLITE_BUSY` from its own process. PostgreSQL uses one pool for both.
 
 pub mod api_keys;
 pub mod challenges;
+pub mod db;
 pub mod devices;
 pub mod enrollments;
 pub mod events;
@@ -20,14 +21,17 @@ pub mod settings;
 pub mod users;
 pub mod webhooks;
 
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::ConnectOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
+use self::db::Engine;
+pub use self::db::{Db, Tx};
 use crate::error::{Error, Result};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -70,34 +74,28 @@ impl Backend {
 /// A handle on the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    reader: AnyPool,
-    writer: AnyPool,
+    engine: Arc<Engine>,
     backend: Backend,
-    /// Kept for the LISTEN connection, which needs a PostgreSQL-specific connection.
-    postgres_url: Option<crate::config::Secret>,
+    /// The database's URL: the migrations and the PostgreSQL LISTEN connection open their own.
+    url: crate::config::Secret,
 }
-
-/// A write transaction.
-pub type Tx = Transaction<'static, Any>;
 
 impl Store {
     /// Connects to `url`, creating the SQLite file (and its directory) when needed.
+    /// `max_connections` is the PostgreSQL pool's size, or the number of SQLite readers kept.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
-        match backend {
+        let engine = match backend {
             Backend::Sqlite => {
-                let url = sqlite_url_with_create(url)?;
-                let options = AnyConnectOptions::from_str(&url)?;
-                let writer = sqlite_pool(1).connect_with(options.clone()).await?;
-                let reader = sqlite_pool(max_connections.max(1)).connect_with(options).await?;
-                Ok(Self { reader, writer, backend, postgres_url: None })
+                let path = sqlite_path(url)?;
+                let readers = usize::try_from(max_connections).unwrap_or(1);
+                Engine::Sqlite(db::Sqlite::open(&path, readers)?)
             }
             Backend::Postgres => {
                 // No test query before each acquire: it doubled the round trips of every
                 // statement run outside a transaction. A connection the server closed fails
                 // its next statement and leaves the pool; connections are recycled anyway.
-                let pool = AnyPoolOptions::new()
+                let pool = PgPoolOptions::new()
                     .max_connections(max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(10))
                     .test_before_acquire(false)
@@ -105,23 +103,34 @@ impl Store {
                     .idle_timeout(Duration::from_secs(10 * 60))
                     .connect(url)
                     .await?;
-                Ok(Self {
-                    reader: pool.clone(),
-                    writer: pool,
-                    backend,
-                    postgres_url: Some(crate::config::Secret::new(url)),
-                })
+                Engine::Postgres(pool)
             }
-        }
+        };
+        Ok(Self { engine: Arc::new(engine), backend, url: crate::config::Secret::new(url) })
     }
 
     /// Applies the embedded migrations for this backend.
     pub async fn migrate(&self) -> Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&self.writer).await.map_err(|e| Error::internal(format!("migrations: {e}")))
+        let failed = |e: sqlx::migrate::MigrateError| Error::internal(format!("migrations: {e}"));
+        match &*self.engine {
+            Engine::Sqlite(_) => {
+                // sqlx keeps the migration bookkeeping; a connection of its own runs them.
+                let path = sqlite_path(self.url.expose())?;
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5))
+                    .connect()
+                    .await?;
+                SQLITE_MIGRATIONS.run(&mut conn).await.map_err(failed)?;
+                sqlx::Connection::close(conn).await?;
+                Ok(())
+            }
+            Engine::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await.map_err(failed),
+        }
     }
 
     /// The backend in use.
@@ -129,62 +138,54 @@ impl Store {
         self.backend
     }
 
-    /// The pool for reads that need no transaction.
-    pub fn reader(&self) -> &AnyPool {
-        &self.reader
+    /// Where reads that need no transaction run.
+    pub fn reader(&self) -> &Self {
+        self
+    }
+
+    /// Runs one write statement as a transaction of its own: one round trip on PostgreSQL
+    /// instead of three with BEGIN and COMMIT. For a write that stands alone.
+    pub fn autocommit(&self) -> db::Autocommit<'_> {
+        db::Autocommit(self)
     }
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.writer.begin().await?)
+        match &*self.engine {
+            Engine::Sqlite(sqlite) => sqlite.begin().await,
+            Engine::Postgres(pool) => Ok(Tx::postgres(pool.begin().await?)),
+        }
     }
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        db::query("SELECT 1").execute(self).await?;
         Ok(())
     }
 
     /// Closes every connection.
     pub async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
+        match &*self.engine {
+            Engine::Sqlite(sqlite) => sqlite.close(),
+            Engine::Postgres(pool) => pool.close().await,
+        }
     }
 }
 
-fn sqlite_pool(max: u32) -> AnyPoolOptions {
-    // A connection to a local file does not go stale: skip the round trip that tests it on
-    // every acquire.
-    AnyPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(false)
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute("PRAGMA journal_mode = WAL").await?;
-                conn.execute("PRAGMA synchronous = NORMAL").await?;
-                conn.execute("PRAGMA foreign_keys = ON").await?;
-                conn.execute("PRAGMA busy_timeout = 5000").await?;
-                Ok(())
-            })
-        })
-}
-
-/// Adds `mode=rwc` so a fresh start creates the database file, and creates its directory.
-fn sqlite_url_with_create(url: &str) -> Result<String> {
+/// The file of a `sqlite:` URL; its directory is created when missing.
+fn sqlite_path(url: &str) -> Result<PathBuf> {
     let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let dir = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty() && path != ":memory:");
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    if path.is_empty() || path == ":memory:" {
+        return Err(Error::internal(
+            "an in-memory SQLite database cannot be shared by the server's connections: give a file path",
+        ));
+    }
+    let dir = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
     }
-    Ok(if query.contains("mode=") {
-        url.to_owned()
-    } else if query.is_empty() {
-        format!("sqlite://{path}?mode=rwc")
-    } else {
-        format!("sqlite://{path}?{query}&mode=rwc")
-    })
+    Ok(PathBuf::from(path))
 }
 
 /// Reads a 0/1 column as a bool (SQLite has no boolean type; we use integers on both sides).

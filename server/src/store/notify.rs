@@ -4,19 +4,18 @@
 
 use std::time::Duration;
 
-use sqlx::AnyConnection;
 use sqlx::postgres::PgListener;
 
-use super::{Backend, Store};
+use super::{Backend, Store, Tx, db};
 use crate::error::Result;
 
 const CHANNEL: &str = "assent_challenges";
 
 impl Store {
     /// Announces to other replicas, at commit, that a challenge changed.
-    pub async fn notify_challenge(&self, conn: &mut AnyConnection, id: &str) -> Result<()> {
+    pub async fn notify_challenge(&self, conn: &mut Tx, id: &str) -> Result<()> {
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(id).execute(conn).await?;
+            db::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(id).execute(conn).await?;
         }
         Ok(())
     }
@@ -29,7 +28,10 @@ impl Store {
         on_change: impl Fn(&str) + Send,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        let Some(url) = self.postgres_url.as_ref().map(|u| u.expose().to_owned()) else { return };
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let url = self.url.expose().to_owned();
         loop {
             let listener = async {
                 let mut listener = PgListener::connect(&url).await?;

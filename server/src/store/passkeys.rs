@@ -1,41 +1,43 @@
 //! Passkeys, the WebAuthn user handle of each user, and ceremony state between the two calls
 //! of a registration or authentication.
 
-use sqlx::{Any, AnyConnection, Executor};
+use super::{Db, Tx, db};
 
 use crate::error::Result;
 
-/// A passkey row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PasskeyRow {
-    /// `pk_...`
-    pub id: String,
-    /// Owner.
-    pub user_id: String,
-    /// base64url credential id.
-    pub credential_id: String,
-    /// A name the user recognises it by.
-    pub name: String,
-    /// The verified credential (JSON).
-    pub credential: String,
-    /// The authenticator's signature counter when last used (0: it keeps none).
-    pub sign_count: i64,
-    /// 0/1: the credential may be synced to other devices.
-    pub backup_eligible: i64,
-    /// 0/1: the credential is backed up (synced), as of its last use.
-    pub backed_up: i64,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms of the last sign-in.
-    pub last_used_at: Option<i64>,
+crate::row! {
+    /// A passkey row.
+    #[derive(Debug, Clone)]
+    pub struct PasskeyRow {
+        /// `pk_...`
+        pub id: String,
+        /// Owner.
+        pub user_id: String,
+        /// base64url credential id.
+        pub credential_id: String,
+        /// A name the user recognises it by.
+        pub name: String,
+        /// The verified credential (JSON).
+        pub credential: String,
+        /// The authenticator's signature counter when last used (0: it keeps none).
+        pub sign_count: i64,
+        /// 0/1: the credential may be synced to other devices.
+        pub backup_eligible: i64,
+        /// 0/1: the credential is backed up (synced), as of its last use.
+        pub backed_up: i64,
+        /// Unix ms.
+        pub created_at: i64,
+        /// Unix ms of the last sign-in.
+        pub last_used_at: Option<i64>,
+    }
 }
 
 const COLUMNS: &str =
     "id, user_id, credential_id, name, credential, sign_count, backup_eligible, backed_up, created_at, last_used_at";
 
 /// Stores a new passkey. A credential id registered before (to anyone) is a unique violation.
-pub async fn insert(conn: &mut AnyConnection, p: &PasskeyRow) -> Result<()> {
-    sqlx::query(&format!("INSERT INTO passkeys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+pub async fn insert(conn: &mut Tx, p: &PasskeyRow) -> Result<()> {
+    db::query(format!("INSERT INTO passkeys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
         .bind(&p.id)
         .bind(&p.user_id)
         .bind(&p.credential_id)
@@ -52,29 +54,26 @@ pub async fn insert(conn: &mut AnyConnection, p: &PasskeyRow) -> Result<()> {
 }
 
 /// The user's passkeys, oldest first.
-pub async fn list_for_user<'e>(db: impl Executor<'e, Database = Any>, user_id: &str) -> Result<Vec<PasskeyRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"))
+pub async fn list_for_user<'e>(db: impl Into<Db<'e>>, user_id: &str) -> Result<Vec<PasskeyRow>> {
+    db::query(format!("SELECT {COLUMNS} FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"))
         .bind(user_id)
         .fetch_all(db)
-        .await?)
+        .await
 }
 
 /// The passkey with this credential id.
-pub async fn by_credential_id<'e>(
-    db: impl Executor<'e, Database = Any>,
-    credential_id: &str,
-) -> Result<Option<PasskeyRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM passkeys WHERE credential_id = $1"))
+pub async fn by_credential_id<'e>(db: impl Into<Db<'e>>, credential_id: &str) -> Result<Option<PasskeyRow>> {
+    db::query(format!("SELECT {COLUMNS} FROM passkeys WHERE credential_id = $1"))
         .bind(credential_id)
         .fetch_optional(db)
-        .await?)
+        .await
 }
 
 /// Records a sign-in: the new credential state, counter and backup state. False (nothing
 /// written) when the stored counter is already at or above a non-zero `sign_count`: another
 /// sign-in with a higher counter committed meanwhile, and the counter never moves back.
 pub async fn record_use(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     id: &str,
     credential: &str,
     sign_count: i64,
@@ -82,7 +81,7 @@ pub async fn record_use(
     backup_eligible: bool,
     now: i64,
 ) -> Result<bool> {
-    let done = sqlx::query(
+    let done = db::query(
         "UPDATE passkeys SET credential = $1, sign_count = CASE WHEN $2 > sign_count THEN $2 ELSE sign_count END, \
          backed_up = $3, backup_eligible = $4, last_used_at = $5 WHERE id = $6 AND ($2 = 0 OR sign_count < $2)",
     )
@@ -98,70 +97,70 @@ pub async fn record_use(
 }
 
 /// Deletes one of the user's passkeys; false when the user has no such passkey.
-pub async fn delete(conn: &mut AnyConnection, user_id: &str, id: &str) -> Result<bool> {
+pub async fn delete(conn: &mut Tx, user_id: &str, id: &str) -> Result<bool> {
     let done =
-        sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(conn).await?;
+        db::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2").bind(id).bind(user_id).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Deletes every passkey of a user and their user handle (the user is being deleted).
-pub async fn delete_all_for_user(conn: &mut AnyConnection, user_id: &str) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as("DELETE FROM passkeys WHERE user_id = $1 RETURNING id")
-        .bind(user_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM passkey_users WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM passkey_ceremonies WHERE user_id = $1").bind(user_id).execute(conn).await?;
+pub async fn delete_all_for_user(conn: &mut Tx, user_id: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> =
+        db::query("DELETE FROM passkeys WHERE user_id = $1 RETURNING id").bind(user_id).fetch_all(&mut *conn).await?;
+    db::query("DELETE FROM passkey_users WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    db::query("DELETE FROM passkey_ceremonies WHERE user_id = $1").bind(user_id).execute(conn).await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// The user's WebAuthn user handle, created as `candidate` when they have none yet.
-pub async fn user_handle(conn: &mut AnyConnection, user_id: &str, candidate: &str) -> Result<String> {
-    sqlx::query("INSERT INTO passkey_users (user_id, handle) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
+pub async fn user_handle(conn: &mut Tx, user_id: &str, candidate: &str) -> Result<String> {
+    db::query("INSERT INTO passkey_users (user_id, handle) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
         .bind(user_id)
         .bind(candidate)
         .execute(&mut *conn)
         .await?;
     let (handle,): (String,) =
-        sqlx::query_as("SELECT handle FROM passkey_users WHERE user_id = $1").bind(user_id).fetch_one(conn).await?;
+        db::query("SELECT handle FROM passkey_users WHERE user_id = $1").bind(user_id).fetch_one(conn).await?;
     Ok(handle)
 }
 
 /// The user whose handle this is.
-pub async fn user_for_handle<'e>(db: impl Executor<'e, Database = Any>, handle: &str) -> Result<Option<String>> {
+pub async fn user_for_handle<'e>(db: impl Into<Db<'e>>, handle: &str) -> Result<Option<String>> {
     let row: Option<(String,)> =
-        sqlx::query_as("SELECT user_id FROM passkey_users WHERE handle = $1").bind(handle).fetch_optional(db).await?;
+        db::query("SELECT user_id FROM passkey_users WHERE handle = $1").bind(handle).fetch_optional(db).await?;
     Ok(row.map(|(u,)| u))
 }
 
-/// A stored ceremony.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CeremonyRow {
-    /// `cer_...`
-    pub id: String,
-    /// `registration` or `authentication`.
-    pub kind: String,
-    /// The user, absent for a discoverable sign-in.
-    pub user_id: Option<String>,
-    /// The ceremony state (JSON).
-    pub state: String,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub expires_at: i64,
-    /// Unix ms, once finished (or tried).
-    pub used_at: Option<i64>,
+crate::row! {
+    /// A stored ceremony.
+    #[derive(Debug, Clone)]
+    pub struct CeremonyRow {
+        /// `cer_...`
+        pub id: String,
+        /// `registration` or `authentication`.
+        pub kind: String,
+        /// The user, absent for a discoverable sign-in.
+        pub user_id: Option<String>,
+        /// The ceremony state (JSON).
+        pub state: String,
+        /// Unix ms.
+        pub created_at: i64,
+        /// Unix ms.
+        pub expires_at: i64,
+        /// Unix ms, once finished (or tried).
+        pub used_at: Option<i64>,
+    }
 }
 
 /// Forgets ceremonies that expired before `cutoff`; returns how many.
-pub async fn delete_expired_ceremonies(conn: &mut AnyConnection, cutoff: i64) -> Result<u64> {
-    let done = sqlx::query("DELETE FROM passkey_ceremonies WHERE expires_at < $1").bind(cutoff).execute(conn).await?;
+pub async fn delete_expired_ceremonies(conn: &mut Tx, cutoff: i64) -> Result<u64> {
+    let done = db::query("DELETE FROM passkey_ceremonies WHERE expires_at < $1").bind(cutoff).execute(conn).await?;
     Ok(done.rows_affected())
 }
 
 /// Stores a new ceremony.
-pub async fn insert_ceremony(conn: &mut AnyConnection, c: &CeremonyRow) -> Result<()> {
-    sqlx::query(
+pub async fn insert_ceremony(conn: &mut Tx, c: &CeremonyRow) -> Result<()> {
+    db::query(
         "INSERT INTO passkey_ceremonies (id, kind, user_id, state, created_at, expires_at, used_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -179,8 +178,8 @@ pub async fn insert_ceremony(conn: &mut AnyConnection, c: &CeremonyRow) -> Resul
 
 /// Marks a ceremony of this kind used, exactly once; `None` when it does not exist or was
 /// used before (see [`ceremony_used_at`]).
-pub async fn take_ceremony(conn: &mut AnyConnection, id: &str, kind: &str, now: i64) -> Result<Option<CeremonyRow>> {
-    Ok(sqlx::query_as(
+pub async fn take_ceremony(conn: &mut Tx, id: &str, kind: &str, now: i64) -> Result<Option<CeremonyRow>> {
+    db::query(
         "UPDATE passkey_ceremonies SET used_at = $1 WHERE id = $2 AND kind = $3 AND used_at IS NULL \
          RETURNING id, kind, user_id, state, created_at, expires_at, used_at",
     )
@@ -188,20 +187,15 @@ pub async fn take_ceremony(conn: &mut AnyConnection, id: &str, kind: &str, now: 
     .bind(id)
     .bind(kind)
     .fetch_optional(conn)
-    .await?)
+    .await
 }
 
 /// Whether a ceremony of this kind exists (`Some(used_at)`) or not (`None`).
-pub async fn ceremony_used_at<'e>(
-    db: impl Executor<'e, Database = Any>,
-    id: &str,
-    kind: &str,
-) -> Result<Option<Option<i64>>> {
-    let row: Option<(Option<i64>,)> =
-        sqlx::query_as("SELECT used_at FROM passkey_ceremonies WHERE id = $1 AND kind = $2")
-            .bind(id)
-            .bind(kind)
-            .fetch_optional(db)
-            .await?;
+pub async fn ceremony_used_at<'e>(db: impl Into<Db<'e>>, id: &str, kind: &str) -> Result<Option<Option<i64>>> {
+    let row: Option<(Option<i64>,)> = db::query("SELECT used_at FROM passkey_ceremonies WHERE id = $1 AND kind = $2")
+        .bind(id)
+        .bind(kind)
+        .fetch_optional(db)
+        .await?;
     Ok(row.map(|(u,)| u))
 }

@@ -1,12 +1,12 @@
 //! One-off installation facts.
 
-use sqlx::{Any, AnyConnection, Executor};
+use super::{Db, Tx, db};
 
 use crate::error::Result;
 
 /// Records `name` once; returns false when it was already recorded.
-pub async fn insert_once(conn: &mut AnyConnection, name: &str, value: &str) -> Result<bool> {
-    let done = sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+pub async fn insert_once(conn: &mut Tx, name: &str, value: &str) -> Result<bool> {
+    let done = db::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(name)
         .bind(value)
         .execute(conn)
@@ -15,8 +15,8 @@ pub async fn insert_once(conn: &mut AnyConnection, name: &str, value: &str) -> R
 }
 
 /// The value recorded under `name`.
-pub async fn get<'e>(db: impl Executor<'e, Database = Any>, name: &str) -> Result<Option<String>> {
+pub async fn get<'e>(db: impl Into<Db<'e>>, name: &str) -> Result<Option<String>> {
     let row: Option<(String,)> =
-        sqlx::query_as("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(db).await?;
+        db::query("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(db).await?;
     Ok(row.map(|(v,)| v))
 }

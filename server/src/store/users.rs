@@ -1,41 +1,43 @@
 //! Users: the RP's ids with their fallback destinations.
 
-use sqlx::{Any, AnyConnection, Executor};
+use super::{Db, Tx, db};
 
 use crate::error::Result;
 
-/// A user row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UserRow {
-    /// The RP's user id.
-    pub id: String,
-    /// Name shown on the phone.
-    pub display_name: Option<String>,
-    /// E.164.
-    pub phone: Option<String>,
-    /// 0 or 1.
-    pub phone_verified: i64,
-    /// Email address.
-    pub email: Option<String>,
-    /// 0 or 1.
-    pub email_verified: i64,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub updated_at: i64,
+crate::row! {
+    /// A user row.
+    #[derive(Debug, Clone)]
+    pub struct UserRow {
+        /// The RP's user id.
+        pub id: String,
+        /// Name shown on the phone.
+        pub display_name: Option<String>,
+        /// E.164.
+        pub phone: Option<String>,
+        /// 0 or 1.
+        pub phone_verified: i64,
+        /// Email address.
+        pub email: Option<String>,
+        /// 0 or 1.
+        pub email_verified: i64,
+        /// Unix ms.
+        pub created_at: i64,
+        /// Unix ms.
+        pub updated_at: i64,
+    }
 }
 
 pub(crate) const COLUMNS: &str =
     "id, display_name, phone, phone_verified, email, email_verified, created_at, updated_at";
 
 /// The user with this id.
-pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<UserRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(db).await?)
+pub async fn get<'e>(db: impl Into<Db<'e>>, id: &str) -> Result<Option<UserRow>> {
+    db::query(format!("SELECT {COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(db).await
 }
 
 /// Inserts or replaces the user's row with `user`.
-pub async fn upsert(conn: &mut AnyConnection, user: &UserRow) -> Result<()> {
-    sqlx::query(
+pub async fn upsert(conn: &mut Tx, user: &UserRow) -> Result<()> {
+    db::query(
         "INSERT INTO users (id, display_name, phone, phone_verified, email, email_verified, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (id) DO UPDATE SET
@@ -57,7 +59,7 @@ pub async fn upsert(conn: &mut AnyConnection, user: &UserRow) -> Result<()> {
 }
 
 /// Deletes the user; false when there was none.
-pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(conn).await?;
+pub async fn delete(conn: &mut Tx, id: &str) -> Result<bool> {
+    let done = db::query("DELETE FROM users WHERE id = $1").bind(id).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }

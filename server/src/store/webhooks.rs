@@ -1,38 +1,33 @@
 //! The webhook outbox: rows written in the same transaction as the event, claimed by workers
 //! under a lease so no two workers (on any replicas) send the same row at once.
 
-use sqlx::AnyConnection;
+use super::{Tx, db};
 
 use super::Backend;
 use crate::error::Result;
 
-/// An outbox row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct OutboxRow {
-    /// The message id (`webhook-id`).
-    pub id: String,
-    /// The endpoint URL.
-    pub endpoint: String,
-    /// Event type.
-    pub kind: String,
-    /// Exact JSON body.
-    pub payload: String,
-    /// Attempts so far.
-    pub attempts: i64,
-    /// Unix ms of creation.
-    pub created_at: i64,
+crate::row! {
+    /// An outbox row.
+    #[derive(Debug, Clone)]
+    pub struct OutboxRow {
+        /// The message id (`webhook-id`).
+        pub id: String,
+        /// The endpoint URL.
+        pub endpoint: String,
+        /// Event type.
+        pub kind: String,
+        /// Exact JSON body.
+        pub payload: String,
+        /// Attempts so far.
+        pub attempts: i64,
+        /// Unix ms of creation.
+        pub created_at: i64,
+    }
 }
 
 /// Queues a message.
-pub async fn enqueue(
-    conn: &mut AnyConnection,
-    id: &str,
-    endpoint: &str,
-    kind: &str,
-    payload: &str,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
+pub async fn enqueue(conn: &mut Tx, id: &str, endpoint: &str, kind: &str, payload: &str, now: i64) -> Result<()> {
+    db::query(
         "INSERT INTO webhook_outbox (id, endpoint, kind, payload, status, next_attempt_at, created_at)
          VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
     )
@@ -48,7 +43,7 @@ pub async fn enqueue(
 
 /// Claims up to `limit` due messages until `lease_until`.
 pub async fn claim_due(
-    conn: &mut AnyConnection,
+    conn: &mut Tx,
     backend: Backend,
     now: i64,
     lease_until: i64,
@@ -62,12 +57,12 @@ pub async fn claim_due(
          RETURNING id, endpoint, kind, payload, attempts, created_at",
         backend.skip_locked()
     );
-    Ok(sqlx::query_as(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(conn).await?)
+    db::query(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(conn).await
 }
 
 /// Marks a message delivered.
-pub async fn delivered(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
-    sqlx::query(
+pub async fn delivered(conn: &mut Tx, id: &str, now: i64) -> Result<()> {
+    db::query(
         "UPDATE webhook_outbox SET status = 'delivered', delivered_at = $1, attempts = attempts + 1, claimed_until = 0
          WHERE id = $2",
     )
@@ -79,8 +74,8 @@ pub async fn delivered(conn: &mut AnyConnection, id: &str, now: i64) -> Result<(
 }
 
 /// Records a failed attempt: retried at `next_attempt_at`, or given up on when that is `None`.
-pub async fn failed(conn: &mut AnyConnection, id: &str, error: &str, next_attempt_at: Option<i64>) -> Result<()> {
-    sqlx::query(
+pub async fn failed(conn: &mut Tx, id: &str, error: &str, next_attempt_at: Option<i64>) -> Result<()> {
+    db::query(
         "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $1, claimed_until = 0,
                 status = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END,
                 next_attempt_at = COALESCE($2, next_attempt_at)

@@ -200,11 +200,14 @@ async fn events_record_changes_and_page(db: Db) {
 
     // The log is append-only in the database itself.
     let mut tx = app.state.store.begin().await.unwrap();
-    let edit = sqlx::query("UPDATE events SET kind = 'x'").execute(&mut *tx).await;
+    let edit = assent_server::store::db::query("UPDATE events SET kind = 'x'").execute(&mut tx).await;
     assert!(edit.is_err(), "events must refuse updates");
     drop(tx);
     let mut tx = app.state.store.begin().await.unwrap();
-    assert!(sqlx::query("DELETE FROM events").execute(&mut *tx).await.is_err(), "events must refuse deletes");
+    assert!(
+        assent_server::store::db::query("DELETE FROM events").execute(&mut tx).await.is_err(),
+        "events must refuse deletes"
+    );
 }
 
 async fn revoked_key_is_refused(db: Db) {

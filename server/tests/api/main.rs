@@ -11,3 +11,4 @@ mod okta;
 mod passkeys;
 mod providers;
 mod push;
+mod store;
