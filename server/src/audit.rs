@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::clock::{from_millis, to_millis};
 use crate::error::Result;
 use crate::ids::{IdKind, new_id};
-use crate::store::events::EventRow;
+use crate::store::events::{EventRow, NewEvent};
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Actor::ApiKey(id) | Actor::Device(id) => id,
             Actor::Cli => "cli",
@@ -46,9 +46,9 @@ pub async fn record(
     actor: &Actor,
     data: serde_json::Value,
 ) -> Result<()> {
-    let data = serde_json::to_string(&data)?;
-    crate::store::events::append(conn, &new_id(IdKind::Event), to_millis(at), kind, user_id, actor.as_str(), &data)
-        .await
+    let (id, data) = (new_id(IdKind::Event), serde_json::to_string(&data)?);
+    let event = NewEvent { id: &id, at: to_millis(at), kind, user_id, actor: actor.as_str(), data: &data };
+    crate::store::events::append(conn, &event).await
 }
 
 /// An audit event as the API shows it.

@@ -21,7 +21,9 @@ use crate::fallback::OtpChannel;
 use crate::ids::{IdKind, new_id};
 use crate::otp;
 use crate::state::AppState;
-use crate::store::{self, Tx, challenges::ChallengeRow, users::UserRow};
+use crate::store::challenges::{ChallengeRow, NewDelivery, Verdict};
+use crate::store::events::NewEvent;
+use crate::store::{self, Tx, users::UserRow};
 use crate::users::UserId;
 
 /// The anti-fatigue window.
@@ -412,26 +414,32 @@ pub async fn create(
     row.number = number.map(i64::from);
     row.jws = Some(jws);
     row.expires_at = to_millis(expires_at);
-    if let Some(replayed) = insert_or_replay(state, &mut tx, &row).await? {
-        return Ok(replayed);
-    }
-    let mut deliveries_pending = false;
-    for device in &devices {
-        let status = if device.push_provider == "none" || device.push_token.is_none() { "not_sent" } else { "pending" };
-        deliveries_pending |= status == "pending";
-        store::challenges::insert_delivery(&mut tx, &id, &device.id, &device.push_provider, status, now_ms).await?;
-    }
+    let deliveries: Vec<_> = devices
+        .iter()
+        .map(|device| NewDelivery {
+            device_id: &device.id,
+            provider: &device.push_provider,
+            status: if device.push_provider == "none" || device.push_token.is_none() { "not_sent" } else { "pending" },
+        })
+        .collect();
+    let deliveries_pending = deliveries.iter().any(|d| d.status == "pending");
     let actor = Actor::ApiKey(api_key_id.to_owned());
     record_superseded(state, &mut tx, now, user_id.as_str(), &actor, &superseded, &id).await?;
-    audit::record(
-        &mut tx,
-        now,
-        "challenge.created",
-        Some(user_id.as_str()),
-        &actor,
-        serde_json::json!({ "challenge_id": id, "factor": "push", "devices": devices.len() }),
-    )
-    .await?;
+    let (event_id, data) = (
+        new_id(IdKind::Event),
+        serde_json::json!({ "challenge_id": id, "factor": "push", "devices": devices.len() }).to_string(),
+    );
+    let created = NewEvent {
+        id: &event_id,
+        at: now_ms,
+        kind: "challenge.created",
+        user_id: Some(user_id.as_str()),
+        actor: actor.as_str(),
+        data: &data,
+    };
+    if let Some(replayed) = insert_or_replay(state, &mut tx, &row, &deliveries, Some(&created)).await? {
+        return Ok(replayed);
+    }
     tx.commit().await?;
     for old in &superseded {
         state.wake.challenge_changed(old);
@@ -455,8 +463,10 @@ pub(crate) async fn insert_or_replay(
     state: &AppState,
     tx: &mut Tx,
     row: &ChallengeRow,
+    deliveries: &[NewDelivery<'_>],
+    event: Option<&NewEvent<'_>>,
 ) -> Result<Option<ChallengeCreated>> {
-    let Err(e) = store::challenges::insert(tx, row).await else {
+    let Err(e) = store::challenges::insert(tx, row, deliveries, event).await else {
         return Ok(None);
     };
     let raced = matches!(&e, Error::Database(db) if db.is_unique_violation());
@@ -702,7 +712,7 @@ pub async fn cancel(state: &AppState, id: &str, actor: &Actor) -> Result<Challen
     }
     let now = state.now();
     let mut tx = state.store.begin().await?;
-    if !store::challenges::decide(&mut tx, id, "cancelled", None, to_millis(now), None, None, None).await? {
+    if !store::challenges::decide(&mut tx, &Verdict::by_server(id, "cancelled", None, to_millis(now))).await? {
         return Err(Error::conflict("already_decided", "the challenge was decided meanwhile"));
     }
     audit::record(
@@ -783,55 +793,77 @@ pub async fn respond(
         Decision::Fraud => ("fraud_reported", None),
     };
 
-    let mut tx = state.store.begin().await?;
-    let decided = store::challenges::decide(
-        &mut tx,
+    let verdict = Verdict {
         id,
         status,
         reason,
-        to_millis(now),
-        Some(&device.row.id),
-        Some(response),
-        Some(claims.uv),
-    )
-    .await?;
-    if !decided {
-        drop(tx);
-        let row = load(state, id).await?;
-        return Err(match row.status.as_str() {
-            "expired" => Error::gone("challenge_expired", "the challenge expired"),
-            other => Error::conflict("already_decided", format!("the challenge is {other}")),
-        });
-    }
+        now: to_millis(now),
+        device_id: Some(&device.row.id),
+        evidence: Some(response),
+        user_verified: Some(claims.uv),
+    };
     let actor = Actor::Device(device.row.id.clone());
     let kind = format!("challenge.{status}");
     let mut data = serde_json::json!({ "challenge_id": id, "status": status, "device_id": device.row.id, "user_verified": claims.uv });
     if let Some(reason) = reason {
         data["reason"] = reason.into();
     }
-    let mut queued =
-        audit::publish(&mut tx, &state.config.webhooks, now, &kind, Some(&row.user_id), &actor, data).await?;
-    if claims.decision == Decision::Fraud
-        && store::challenges::set_push_lock(&mut tx, &row.user_id, Some(to_millis(now))).await?
-    {
-        queued |= audit::publish(
-            &mut tx,
-            &state.config.webhooks,
-            now,
-            "user.locked",
-            Some(&row.user_id),
-            &actor,
-            serde_json::json!({ "reason": "fraud_reported", "challenge_id": id }),
-        )
-        .await?;
-    }
-    state.store.notify_challenge(&mut tx, id).await?;
-    tx.commit().await?;
+    // The common answer (no fraud lock, no webhook to queue) is one write the store can
+    // commit in a single round trip; the rest takes a transaction.
+    let decided = if claims.decision != Decision::Fraud && !state.config.webhooks.iter().any(|e| e.wants(&kind)) {
+        let (event_id, data) = (new_id(IdKind::Event), serde_json::to_string(&data)?);
+        let event = NewEvent {
+            id: &event_id,
+            at: verdict.now,
+            kind: &kind,
+            user_id: Some(&row.user_id),
+            actor: actor.as_str(),
+            data: &data,
+        };
+        store::challenges::decide_recorded(&state.store, &verdict, &event).await?.then_some(false)
+    } else {
+        decide_with_consequences(state, &verdict, &row.user_id, claims.decision, &actor, data).await?
+    };
+    let Some(queued) = decided else {
+        let row = load(state, id).await?;
+        return Err(match row.status.as_str() {
+            "expired" => Error::gone("challenge_expired", "the challenge expired"),
+            other => Error::conflict("already_decided", format!("the challenge is {other}")),
+        });
+    };
     state.wake.challenge_changed(id);
     if queued {
         state.wake.outbox.notify_one();
     }
     Ok(ResponseOutcome { id: id.to_owned(), status: status.to_owned() })
+}
+
+/// Applies a device's verdict in a transaction with what follows from it: webhook messages,
+/// and the user's push lock after a fraud report. `None` when the challenge was no longer
+/// pending; otherwise whether a webhook was queued.
+async fn decide_with_consequences(
+    state: &AppState,
+    verdict: &Verdict<'_>,
+    user_id: &str,
+    decision: Decision,
+    actor: &Actor,
+    data: serde_json::Value,
+) -> Result<Option<bool>> {
+    let mut tx = state.store.begin().await?;
+    if !store::challenges::decide(&mut tx, verdict).await? {
+        return Ok(None);
+    }
+    let now = from_millis(verdict.now);
+    let kind = format!("challenge.{}", verdict.status);
+    let webhooks = &state.config.webhooks;
+    let mut queued = audit::publish(&mut tx, webhooks, now, &kind, Some(user_id), actor, data).await?;
+    if decision == Decision::Fraud && store::challenges::set_push_lock(&mut tx, user_id, Some(verdict.now)).await? {
+        let data = serde_json::json!({ "reason": "fraud_reported", "challenge_id": verdict.id });
+        queued |= audit::publish(&mut tx, webhooks, now, "user.locked", Some(user_id), actor, data).await?;
+    }
+    state.store.notify_challenge(&mut tx, verdict.id).await?;
+    tx.commit().await?;
+    Ok(Some(queued))
 }
 
 /// Lifts the fraud lock on push for a user.

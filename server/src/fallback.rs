@@ -16,7 +16,8 @@ use crate::limits::{self, Limit};
 use crate::otp::{self, Pepper};
 use crate::sms::{self, Delivered, SmsChain};
 use crate::state::AppState;
-use crate::store::{self, Tx, challenges::ChallengeRow, otp::OtpRow};
+use crate::store::challenges::{ChallengeRow, Verdict};
+use crate::store::{self, Tx, otp::OtpRow};
 
 /// The senders and the pepper, built once at start.
 #[derive(Debug)]
@@ -122,7 +123,7 @@ pub(crate) async fn create(
     limits::check_and_count(&mut tx, now, &limits).await?;
 
     let code = otp::new_code();
-    if let Some(replayed) = challenges::insert_or_replay(state, &mut tx, &row).await? {
+    if let Some(replayed) = challenges::insert_or_replay(state, &mut tx, &row, &[], None).await? {
         return Ok(replayed);
     }
     store::otp::insert(
@@ -237,7 +238,7 @@ async fn fail_in(
     reason: &str,
     actor: &Actor,
 ) -> Result<bool> {
-    if !store::challenges::decide(tx, id, "failed", Some(reason), to_millis(now), None, None, None).await? {
+    if !store::challenges::decide(tx, &Verdict::by_server(id, "failed", Some(reason), to_millis(now))).await? {
         return Ok(false);
     }
     let queued = audit::publish(
@@ -318,7 +319,7 @@ pub async fn verify(state: &AppState, id: &str, input: &str, actor: &Actor) -> R
         return Err(Error::InvalidCode { attempts_remaining: remaining });
     }
 
-    if !store::challenges::decide(&mut tx, id, "approved", None, now_ms, None, None, None).await? {
+    if !store::challenges::decide(&mut tx, &Verdict::by_server(id, "approved", None, now_ms)).await? {
         return Err(Error::conflict("already_decided", "the challenge was decided meanwhile"));
     }
     store::otp::mark_used(&mut tx, id, now_ms).await?;

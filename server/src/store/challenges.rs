@@ -1,8 +1,8 @@
 //! Challenges and their per-device push deliveries. A challenge leaves `pending` through
 //! one conditional UPDATE, so it is decided exactly once whatever races.
 
-use super::db;
-use super::{Db, Tx};
+use super::events::NewEvent;
+use super::{Backend, Db, Store, Tx, db};
 
 use crate::error::Result;
 
@@ -54,33 +54,97 @@ crate::row! {
 const COLUMNS: &str = "id, user_id, factor, status, reason, title, details, context, number, jws, created_at, \
     expires_at, decided_at, device_id, evidence, user_verified, api_key_id, idempotency_key, request_hash";
 
-/// Stores a new challenge.
-pub async fn insert(conn: &mut Tx, c: &ChallengeRow) -> Result<()> {
-    db::query(format!(
+/// A push delivery stored with a new challenge.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct NewDelivery<'a> {
+    /// `dev_...`
+    pub device_id: &'a str,
+    /// apns | fcm | none
+    pub provider: &'a str,
+    /// pending | not_sent
+    pub status: &'a str,
+}
+
+/// Stores a new challenge with its push deliveries (due at `created_at`) and, when given, the
+/// audit event of its creation. On PostgreSQL this is one statement (data-modifying CTEs);
+/// on SQLite, a statement each.
+pub async fn insert(
+    conn: &mut Tx,
+    c: &ChallengeRow,
+    deliveries: &[NewDelivery<'_>],
+    event: Option<&NewEvent<'_>>,
+) -> Result<()> {
+    let insert = format!(
         "INSERT INTO challenges ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
-    ))
-    .bind(&c.id)
-    .bind(&c.user_id)
-    .bind(&c.factor)
-    .bind(&c.status)
-    .bind(&c.reason)
-    .bind(&c.title)
-    .bind(&c.details)
-    .bind(&c.context)
-    .bind(c.number)
-    .bind(&c.jws)
-    .bind(c.created_at)
-    .bind(c.expires_at)
-    .bind(c.decided_at)
-    .bind(&c.device_id)
-    .bind(&c.evidence)
-    .bind(c.user_verified)
-    .bind(&c.api_key_id)
-    .bind(&c.idempotency_key)
-    .bind(&c.request_hash)
-    .execute(conn)
-    .await?;
+    );
+    if conn.backend() == Backend::Postgres && (!deliveries.is_empty() || event.is_some()) {
+        let mut sql = format!("WITH challenge AS ({insert})");
+        let mut next = 20;
+        if !deliveries.is_empty() {
+            sql.push_str(&format!(
+                ", deliveries AS (INSERT INTO push_deliveries
+                       (challenge_id, device_id, provider, status, next_attempt_at, updated_at)
+                   SELECT $1, d->>'device_id', d->>'provider', d->>'status', $11, $11
+                   FROM json_array_elements(${next}::json) AS d)"
+            ));
+            next += 1;
+        }
+        let logged = if event.is_some() {
+            format!(
+                "INSERT INTO events (id, at, kind, user_id, actor, data) VALUES (${}, ${}, ${}, ${}, ${}, ${})",
+                next,
+                next + 1,
+                next + 2,
+                next + 3,
+                next + 4,
+                next + 5
+            )
+        } else {
+            "SELECT 1".to_owned()
+        };
+        sql.push(' ');
+        sql.push_str(&logged);
+        let mut query = bind_challenge(db::query(sql), c);
+        if !deliveries.is_empty() {
+            query = query.bind(serde_json::to_string(deliveries)?);
+        }
+        if let Some(e) = event {
+            query = query.bind(e.id).bind(e.at).bind(e.kind).bind(e.user_id).bind(e.actor).bind(e.data);
+        }
+        query.execute(conn).await?;
+        return Ok(());
+    }
+    bind_challenge(db::query(insert), c).execute(&mut *conn).await?;
+    for d in deliveries {
+        insert_delivery(conn, &c.id, d.device_id, d.provider, d.status, c.created_at).await?;
+    }
+    if let Some(event) = event {
+        super::events::append(conn, event).await?;
+    }
     Ok(())
+}
+
+fn bind_challenge<'q>(query: db::Query<'q>, c: &'q ChallengeRow) -> db::Query<'q> {
+    query
+        .bind(&c.id)
+        .bind(&c.user_id)
+        .bind(&c.factor)
+        .bind(&c.status)
+        .bind(&c.reason)
+        .bind(&c.title)
+        .bind(&c.details)
+        .bind(&c.context)
+        .bind(c.number)
+        .bind(&c.jws)
+        .bind(c.created_at)
+        .bind(c.expires_at)
+        .bind(c.decided_at)
+        .bind(&c.device_id)
+        .bind(&c.evidence)
+        .bind(c.user_verified)
+        .bind(&c.api_key_id)
+        .bind(&c.idempotency_key)
+        .bind(&c.request_hash)
 }
 
 /// The challenge with this id.
@@ -147,34 +211,85 @@ pub async fn by_idempotency_key<'e>(
         .await
 }
 
+/// How a challenge leaves `pending`.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict<'a> {
+    /// `chl_...`
+    pub id: &'a str,
+    /// The final status.
+    pub status: &'a str,
+    /// Why, when the status alone does not say.
+    pub reason: Option<&'a str>,
+    /// Unix ms.
+    pub now: i64,
+    /// The device that answered.
+    pub device_id: Option<&'a str>,
+    /// The device's response JWS.
+    pub evidence: Option<&'a str>,
+    /// Whether the device said the user was verified.
+    pub user_verified: Option<bool>,
+}
+
+impl<'a> Verdict<'a> {
+    /// A verdict no device gave (cancelled, failed, a code's approval).
+    pub fn by_server(id: &'a str, status: &'a str, reason: Option<&'a str>, now: i64) -> Self {
+        Verdict { id, status, reason, now, device_id: None, evidence: None, user_verified: None }
+    }
+}
+
+const DECIDE: &str = "UPDATE challenges SET status = $1, reason = $2, decided_at = $3, device_id = $4, evidence = $5,
+        user_verified = $6
+    WHERE id = $7 AND status = 'pending' AND expires_at > $3";
+
+fn bind_verdict<'q>(query: db::Query<'q>, v: &Verdict<'q>) -> db::Query<'q> {
+    query
+        .bind(v.status)
+        .bind(v.reason)
+        .bind(v.now)
+        .bind(v.device_id)
+        .bind(v.evidence)
+        .bind(v.user_verified.map(i64::from))
+        .bind(v.id)
+}
+
 /// Moves a pending, unexpired challenge to a final state. Returns false when it was no
 /// longer pending (someone else decided it first) or has expired.
-#[allow(clippy::too_many_arguments)]
-pub async fn decide(
-    conn: &mut Tx,
-    id: &str,
-    status: &str,
-    reason: Option<&str>,
-    now: i64,
-    device_id: Option<&str>,
-    evidence: Option<&str>,
-    user_verified: Option<bool>,
-) -> Result<bool> {
-    let done = db::query(
-        "UPDATE challenges SET status = $1, reason = $2, decided_at = $3, device_id = $4, evidence = $5,
-                user_verified = $6
-         WHERE id = $7 AND status = 'pending' AND expires_at > $3",
-    )
-    .bind(status)
-    .bind(reason)
-    .bind(now)
-    .bind(device_id)
-    .bind(evidence)
-    .bind(user_verified.map(i64::from))
-    .bind(id)
-    .execute(conn)
-    .await?;
+pub async fn decide(conn: &mut Tx, verdict: &Verdict<'_>) -> Result<bool> {
+    let done = bind_verdict(db::query(DECIDE), verdict).execute(conn).await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// [`decide`], the verdict's audit event and the announcement to other replicas, committed
+/// together. On PostgreSQL this is one statement run on its own (data-modifying CTEs; the
+/// `NOTIFY` goes out at its commit): one round trip where a transaction takes five. On
+/// SQLite, a transaction. Returns false as [`decide`] does, and then nothing is written.
+pub async fn decide_recorded(store: &Store, verdict: &Verdict<'_>, event: &NewEvent<'_>) -> Result<bool> {
+    if store.backend() == Backend::Postgres {
+        let sql = format!(
+            "WITH decided AS ({DECIDE} RETURNING id),
+                  logged AS (INSERT INTO events (id, at, kind, user_id, actor, data)
+                             SELECT $8, $9, $10, $11, $12, $13 FROM decided)
+             SELECT pg_notify($14, id) FROM decided"
+        );
+        let announced = bind_verdict(db::query(sql), verdict)
+            .bind(event.id)
+            .bind(event.at)
+            .bind(event.kind)
+            .bind(event.user_id)
+            .bind(event.actor)
+            .bind(event.data)
+            .bind(super::notify::CHANNEL)
+            .execute(store.autocommit())
+            .await?;
+        return Ok(announced.rows_affected() == 1);
+    }
+    let mut tx = store.begin().await?;
+    if !decide(&mut tx, verdict).await? {
+        return Ok(false);
+    }
+    super::events::append(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Expires pending challenges whose time is up (all of them, or just `only`), returning

@@ -25,23 +25,32 @@ crate::row! {
     }
 }
 
+/// An event about to be appended.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// `evt_...`
+    pub id: &'a str,
+    /// Unix ms.
+    pub at: i64,
+    /// e.g. `challenge.approved`.
+    pub kind: &'a str,
+    /// The user concerned, if any.
+    pub user_id: Option<&'a str>,
+    /// Who did it.
+    pub actor: &'a str,
+    /// JSON object with details.
+    pub data: &'a str,
+}
+
 /// Appends an event.
-pub async fn append(
-    conn: &mut Tx,
-    id: &str,
-    at: i64,
-    kind: &str,
-    user_id: Option<&str>,
-    actor: &str,
-    data: &str,
-) -> Result<()> {
+pub async fn append(conn: &mut Tx, event: &NewEvent<'_>) -> Result<()> {
     db::query("INSERT INTO events (id, at, kind, user_id, actor, data) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(id)
-        .bind(at)
-        .bind(kind)
-        .bind(user_id)
-        .bind(actor)
-        .bind(data)
+        .bind(event.id)
+        .bind(event.at)
+        .bind(event.kind)
+        .bind(event.user_id)
+        .bind(event.actor)
+        .bind(event.data)
         .execute(conn)
         .await?;
     Ok(())

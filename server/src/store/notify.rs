@@ -9,7 +9,7 @@ use sqlx::postgres::PgListener;
 use super::{Backend, Store, Tx, db};
 use crate::error::Result;
 
-const CHANNEL: &str = "assent_challenges";
+pub(super) const CHANNEL: &str = "assent_challenges";
 
 impl Store {
     /// Announces to other replicas, at commit, that a challenge changed.

@@ -12,6 +12,8 @@ both_databases!(
     unique_violations_are_recognised,
     parameters_bind_by_number,
     closed_store_refuses_work,
+    a_challenge_is_stored_with_its_deliveries_and_event_or_not_at_all,
+    a_verdict_and_its_event_are_written_once,
 );
 
 async fn count_keys(store: &store::Store, name: &str) -> i64 {
@@ -88,4 +90,114 @@ async fn closed_store_refuses_work(db: Db) {
     store.close().await;
     assert!(store.ping().await.is_err());
     assert!(store.begin().await.is_err());
+}
+
+fn challenge(id: &str) -> store::challenges::ChallengeRow {
+    store::challenges::ChallengeRow {
+        id: id.to_owned(),
+        user_id: "usr_combined".to_owned(),
+        factor: "push".to_owned(),
+        status: "pending".to_owned(),
+        reason: None,
+        title: "Sign in".to_owned(),
+        details: "[]".to_owned(),
+        context: "{}".to_owned(),
+        number: None,
+        jws: Some("a.b.c".to_owned()),
+        created_at: 1_000,
+        expires_at: i64::MAX,
+        decided_at: None,
+        device_id: None,
+        evidence: None,
+        user_verified: None,
+        api_key_id: "key_combined".to_owned(),
+        idempotency_key: None,
+        request_hash: None,
+    }
+}
+
+fn event<'a>(id: &'a str, kind: &'a str) -> store::events::NewEvent<'a> {
+    store::events::NewEvent { id, at: 1_000, kind, user_id: Some("usr_combined"), actor: "test", data: "{}" }
+}
+
+async fn count(store: &store::Store, sql: &str, key: &str) -> i64 {
+    let (n,): (i64,) = db::query(sql.to_owned()).bind(key).fetch_one(store).await.unwrap();
+    n
+}
+
+async fn a_challenge_is_stored_with_its_deliveries_and_event_or_not_at_all(db: Db) {
+    use store::challenges::NewDelivery;
+    let app = TestApp::new(db).await;
+    let store = &app.state.store;
+    // Not `pending`: the push worker would pick that up and cancel it (there is no such device).
+    let deliveries = [
+        NewDelivery { device_id: "dev_a", provider: "fcm", status: "not_sent" },
+        NewDelivery { device_id: "dev_b", provider: "none", status: "not_sent" },
+    ];
+    let mut tx = store.begin().await.unwrap();
+    let created = event("evt_created", "challenge.created");
+    store::challenges::insert(&mut tx, &challenge("chl_combined"), &deliveries, Some(&created)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let stored = store::challenges::deliveries(store, "chl_combined").await.unwrap();
+    let mut seen: Vec<_> =
+        stored.iter().map(|d| (d.device_id.as_str(), d.provider.as_str(), d.status.as_str())).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [("dev_a", "fcm", "not_sent"), ("dev_b", "none", "not_sent")]);
+    assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_created").await, 1);
+
+    // The same id again: the insert fails as a whole, and its deliveries and event with it.
+    let mut tx = store.begin().await.unwrap();
+    let again = event("evt_again", "challenge.created");
+    let failed = store::challenges::insert(&mut tx, &challenge("chl_combined"), &[deliveries[0]], Some(&again)).await;
+    assert!(matches!(failed, Err(assent_server::error::Error::Database(e)) if e.is_unique_violation()));
+    drop(tx);
+    assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_again").await, 0);
+    assert_eq!(count(store, "SELECT COUNT(*) FROM push_deliveries WHERE challenge_id = $1", "chl_combined").await, 2);
+}
+
+async fn a_verdict_and_its_event_are_written_once(db: Db) {
+    use store::challenges::Verdict;
+    let app = TestApp::new(db).await;
+    let store = &app.state.store;
+    let mut tx = store.begin().await.unwrap();
+    store::challenges::insert(&mut tx, &challenge("chl_verdict"), &[], None).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let verdict = Verdict {
+        id: "chl_verdict",
+        status: "approved",
+        reason: None,
+        now: 2_000,
+        device_id: Some("dev_a"),
+        evidence: Some("x.y.z"),
+        user_verified: Some(true),
+    };
+    let first = event("evt_first", "challenge.approved");
+    assert!(store::challenges::decide_recorded(store, &verdict, &first).await.unwrap());
+    let row = store::challenges::get(store, "chl_verdict").await.unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.decided_at, row.device_id.as_deref(), row.user_verified),
+        ("approved", Some(2_000), Some("dev_a"), Some(1))
+    );
+    assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_first").await, 1);
+
+    // Decided already: nothing is written, not even the event.
+    let second = event("evt_second", "challenge.denied");
+    let denied = Verdict { status: "denied", ..verdict };
+    assert!(!store::challenges::decide_recorded(store, &denied, &second).await.unwrap());
+    assert_eq!(store::challenges::get(store, "chl_verdict").await.unwrap().unwrap().status, "approved");
+    assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_second").await, 0);
+
+    // Past its expiry a challenge is not decided either.
+    let mut tx = store.begin().await.unwrap();
+    let mut late = challenge("chl_late");
+    late.expires_at = 1_500;
+    store::challenges::insert(&mut tx, &late, &[], None).await.unwrap();
+    tx.commit().await.unwrap();
+    let too_late = Verdict { id: "chl_late", ..verdict };
+    assert!(
+        !store::challenges::decide_recorded(store, &too_late, &event("evt_late", "challenge.approved")).await.unwrap()
+    );
+    assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_late").await, 0);
 }
