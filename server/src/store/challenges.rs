@@ -108,8 +108,8 @@ pub async fn insert(
         if !deliveries.is_empty() {
             query = query.bind(serde_json::to_string(deliveries)?);
         }
-        if let Some(e) = event {
-            query = query.bind(e.id).bind(e.at).bind(e.kind).bind(e.user_id).bind(e.actor).bind(e.data);
+        if let Some(event) = event {
+            query = event.bind_to(query);
         }
         query.execute(conn).await?;
         return Ok(());
@@ -271,13 +271,8 @@ pub async fn decide_recorded(store: &Store, verdict: &Verdict<'_>, event: &NewEv
                              SELECT $8, $9, $10, $11, $12, $13 FROM decided)
              SELECT pg_notify($14, id) FROM decided"
         );
-        let announced = bind_verdict(db::query(sql), verdict)
-            .bind(event.id)
-            .bind(event.at)
-            .bind(event.kind)
-            .bind(event.user_id)
-            .bind(event.actor)
-            .bind(event.data)
+        let announced = event
+            .bind_to(bind_verdict(db::query(sql), verdict))
             .bind(super::notify::CHANNEL)
             .execute(store.autocommit())
             .await?;

@@ -42,17 +42,18 @@ pub struct NewEvent<'a> {
     pub data: &'a str,
 }
 
+impl<'a> NewEvent<'a> {
+    /// Binds the six values in the column order of `INSERT INTO events (id, at, kind,
+    /// user_id, actor, data)`.
+    pub(super) fn bind_to(&self, query: db::Query<'a>) -> db::Query<'a> {
+        query.bind(self.id).bind(self.at).bind(self.kind).bind(self.user_id).bind(self.actor).bind(self.data)
+    }
+}
+
 /// Appends an event.
 pub async fn append(conn: &mut Tx, event: &NewEvent<'_>) -> Result<()> {
-    db::query("INSERT INTO events (id, at, kind, user_id, actor, data) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(event.id)
-        .bind(event.at)
-        .bind(event.kind)
-        .bind(event.user_id)
-        .bind(event.actor)
-        .bind(event.data)
-        .execute(conn)
-        .await?;
+    let sql = "INSERT INTO events (id, at, kind, user_id, actor, data) VALUES ($1, $2, $3, $4, $5, $6)";
+    event.bind_to(db::query(sql)).execute(conn).await?;
     Ok(())
 }
 
