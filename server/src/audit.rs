@@ -27,12 +27,50 @@ pub enum Actor {
 }
 
 impl Actor {
-    pub(crate) fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         match self {
             Actor::ApiKey(id) | Actor::Device(id) => id,
             Actor::Cli => "cli",
             Actor::System => "system",
             Actor::Demo => "demo",
+        }
+    }
+}
+
+/// An event given its id and serialized, for a store function that writes it together with
+/// the change it records.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    id: String,
+    at: i64,
+    kind: &'a str,
+    user_id: Option<&'a str>,
+    actor: &'a Actor,
+    data: String,
+}
+
+impl<'a> Entry<'a> {
+    /// Prepares an event.
+    pub fn new(
+        at: OffsetDateTime,
+        kind: &'a str,
+        user_id: Option<&'a str>,
+        actor: &'a Actor,
+        data: &serde_json::Value,
+    ) -> Result<Self> {
+        let (id, data) = (new_id(IdKind::Event), serde_json::to_string(data)?);
+        Ok(Entry { id, at: to_millis(at), kind, user_id, actor, data })
+    }
+
+    /// The row to write.
+    pub fn row(&self) -> NewEvent<'_> {
+        NewEvent {
+            id: &self.id,
+            at: self.at,
+            kind: self.kind,
+            user_id: self.user_id,
+            actor: self.actor.as_str(),
+            data: &self.data,
         }
     }
 }
@@ -46,9 +84,8 @@ pub async fn record(
     actor: &Actor,
     data: serde_json::Value,
 ) -> Result<()> {
-    let (id, data) = (new_id(IdKind::Event), serde_json::to_string(&data)?);
-    let event = NewEvent { id: &id, at: to_millis(at), kind, user_id, actor: actor.as_str(), data: &data };
-    crate::store::events::append(conn, &event).await
+    let entry = Entry::new(at, kind, user_id, actor, &data)?;
+    crate::store::events::append(conn, &entry.row()).await
 }
 
 /// An audit event as the API shows it.

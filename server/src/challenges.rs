@@ -22,7 +22,6 @@ use crate::ids::{IdKind, new_id};
 use crate::otp;
 use crate::state::AppState;
 use crate::store::challenges::{ChallengeRow, NewDelivery, Verdict};
-use crate::store::events::NewEvent;
 use crate::store::{self, Tx, users::UserRow};
 use crate::users::UserId;
 
@@ -425,19 +424,9 @@ pub async fn create(
     let deliveries_pending = deliveries.iter().any(|d| d.status == "pending");
     let actor = Actor::ApiKey(api_key_id.to_owned());
     record_superseded(state, &mut tx, now, user_id.as_str(), &actor, &superseded, &id).await?;
-    let (event_id, data) = (
-        new_id(IdKind::Event),
-        serde_json::json!({ "challenge_id": id, "factor": "push", "devices": devices.len() }).to_string(),
-    );
-    let created = NewEvent {
-        id: &event_id,
-        at: now_ms,
-        kind: "challenge.created",
-        user_id: Some(user_id.as_str()),
-        actor: actor.as_str(),
-        data: &data,
-    };
-    if let Some(replayed) = insert_or_replay(state, &mut tx, &row, &deliveries, Some(&created)).await? {
+    let data = serde_json::json!({ "challenge_id": id, "factor": "push", "devices": devices.len() });
+    let created = audit::Entry::new(now, "challenge.created", Some(user_id.as_str()), &actor, &data)?;
+    if let Some(replayed) = insert_or_replay(state, &mut tx, &row, &deliveries, Some(&created.row())).await? {
         return Ok(replayed);
     }
     tx.commit().await?;
@@ -464,7 +453,7 @@ pub(crate) async fn insert_or_replay(
     tx: &mut Tx,
     row: &ChallengeRow,
     deliveries: &[NewDelivery<'_>],
-    event: Option<&NewEvent<'_>>,
+    event: Option<&store::events::NewEvent<'_>>,
 ) -> Result<Option<ChallengeCreated>> {
     let Err(e) = store::challenges::insert(tx, row, deliveries, event).await else {
         return Ok(None);
@@ -811,18 +800,10 @@ pub async fn respond(
     // The common answer (no fraud lock, no webhook to queue) is one write the store can
     // commit in a single round trip; the rest takes a transaction.
     let decided = if claims.decision != Decision::Fraud && !state.config.webhooks.iter().any(|e| e.wants(&kind)) {
-        let (event_id, data) = (new_id(IdKind::Event), serde_json::to_string(&data)?);
-        let event = NewEvent {
-            id: &event_id,
-            at: verdict.now,
-            kind: &kind,
-            user_id: Some(&row.user_id),
-            actor: actor.as_str(),
-            data: &data,
-        };
-        store::challenges::decide_recorded(&state.store, &verdict, &event).await?.then_some(false)
+        let event = audit::Entry::new(now, &kind, Some(&row.user_id), &actor, &data)?;
+        store::challenges::decide_recorded(&state.store, &verdict, &event.row()).await?.then_some(false)
     } else {
-        decide_with_consequences(state, &verdict, &row.user_id, claims.decision, &actor, data).await?
+        decide_with_consequences(state, &verdict, &row.user_id, claims.decision, &actor, &kind, data).await?
     };
     let Some(queued) = decided else {
         let row = load(state, id).await?;
@@ -847,6 +828,7 @@ async fn decide_with_consequences(
     user_id: &str,
     decision: Decision,
     actor: &Actor,
+    kind: &str,
     data: serde_json::Value,
 ) -> Result<Option<bool>> {
     let mut tx = state.store.begin().await?;
@@ -854,9 +836,8 @@ async fn decide_with_consequences(
         return Ok(None);
     }
     let now = from_millis(verdict.now);
-    let kind = format!("challenge.{}", verdict.status);
     let webhooks = &state.config.webhooks;
-    let mut queued = audit::publish(&mut tx, webhooks, now, &kind, Some(user_id), actor, data).await?;
+    let mut queued = audit::publish(&mut tx, webhooks, now, kind, Some(user_id), actor, data).await?;
     if decision == Decision::Fraud && store::challenges::set_push_lock(&mut tx, user_id, Some(verdict.now)).await? {
         let data = serde_json::json!({ "reason": "fraud_reported", "challenge_id": verdict.id });
         queued |= audit::publish(&mut tx, webhooks, now, "user.locked", Some(user_id), actor, data).await?;

@@ -90,15 +90,8 @@ pub async fn insert(
             next += 1;
         }
         let logged = if event.is_some() {
-            format!(
-                "INSERT INTO events (id, at, kind, user_id, actor, data) VALUES (${}, ${}, ${}, ${}, ${}, ${})",
-                next,
-                next + 1,
-                next + 2,
-                next + 3,
-                next + 4,
-                next + 5
-            )
+            let values: Vec<_> = (next..next + 6).map(|n| format!("${n}")).collect();
+            format!("{} VALUES ({})", super::events::INSERT, values.join(", "))
         } else {
             "SELECT 1".to_owned()
         };
@@ -267,9 +260,9 @@ pub async fn decide_recorded(store: &Store, verdict: &Verdict<'_>, event: &NewEv
     if store.backend() == Backend::Postgres {
         let sql = format!(
             "WITH decided AS ({DECIDE} RETURNING id),
-                  logged AS (INSERT INTO events (id, at, kind, user_id, actor, data)
-                             SELECT $8, $9, $10, $11, $12, $13 FROM decided)
-             SELECT pg_notify($14, id) FROM decided"
+                  logged AS ({} SELECT $8, $9, $10, $11, $12, $13 FROM decided)
+             SELECT pg_notify($14, id) FROM decided",
+            super::events::INSERT
         );
         let announced = event
             .bind_to(bind_verdict(db::query(sql), verdict))

@@ -42,9 +42,11 @@ pub struct NewEvent<'a> {
     pub data: &'a str,
 }
 
+/// The column list [`NewEvent::bind_to`] binds in order.
+pub(super) const INSERT: &str = "INSERT INTO events (id, at, kind, user_id, actor, data)";
+
 impl<'a> NewEvent<'a> {
-    /// Binds the six values in the column order of `INSERT INTO events (id, at, kind,
-    /// user_id, actor, data)`.
+    /// Binds the six values in the column order of [`INSERT`].
     pub(super) fn bind_to(&self, query: db::Query<'a>) -> db::Query<'a> {
         query.bind(self.id).bind(self.at).bind(self.kind).bind(self.user_id).bind(self.actor).bind(self.data)
     }
@@ -52,8 +54,7 @@ impl<'a> NewEvent<'a> {
 
 /// Appends an event.
 pub async fn append(conn: &mut Tx, event: &NewEvent<'_>) -> Result<()> {
-    let sql = "INSERT INTO events (id, at, kind, user_id, actor, data) VALUES ($1, $2, $3, $4, $5, $6)";
-    event.bind_to(db::query(sql)).execute(conn).await?;
+    event.bind_to(db::query(format!("{INSERT} VALUES ($1, $2, $3, $4, $5, $6)"))).execute(conn).await?;
     Ok(())
 }
 
