@@ -1,6 +1,8 @@
 //! Challenges: the RP asks, the server signs, the phone answers, the RP reads the result.
 //! DESIGN section 4, steps 1 to 6, with the anti-fatigue rules and the fraud lock.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration as StdDuration;
 
 use assent_protocol::jws::{self, JwsType};
@@ -330,7 +332,11 @@ pub async fn create(
     let mut tx = state.store.begin().await?;
     let store::challenges::LockedUser { user, push_locked_at: locked } =
         store::challenges::lock_user(&mut tx, user_id.as_str()).await?.ok_or(Error::NotFound("user"))?;
-    let devices = store::devices::list_for_user(&mut tx, user_id.as_str(), false).await?;
+    let limit = state.config.challenges.push_per_user_per_10_minutes;
+    let since = to_millis(now - FATIGUE_WINDOW);
+    let (devices, recent) =
+        store::challenges::devices_and_recent_pushes(&mut tx, user_id.as_str(), since, i64::from(limit), now_ms)
+            .await?;
     let factor = choose_factor(state, new.channel, !devices.is_empty(), &user)?;
     let mut row = ChallengeRow {
         id: new_id(IdKind::Challenge),
@@ -367,10 +373,6 @@ pub async fn create(
             "push is locked for this user after a fraud report; unlock the user first",
         ));
     }
-    let limit = state.config.challenges.push_per_user_per_10_minutes;
-    let since = to_millis(now - FATIGUE_WINDOW);
-    let recent =
-        store::challenges::recent_push_times(&mut tx, user_id.as_str(), since, i64::from(limit), now_ms).await?;
     if recent.len() >= limit as usize {
         // The oldest of the last `limit` leaves the window first.
         let oldest = recent.last().map_or(now_ms, |r| r.created_at);
@@ -729,7 +731,65 @@ pub async fn pending_for_device(state: &AppState, device: &AuthenticatedDevice) 
 /// One challenge addressed to the device, if it can still be answered.
 pub async fn one_for_device(state: &AppState, device: &AuthenticatedDevice, id: &str) -> Result<DeviceChallenge> {
     let row = load_for_device(state, device, id).await?;
+    let fetched = Fetched::of(&row, &device.row.id);
+    state.fetched.keep(&row.id, fetched, to_millis(state.now()));
     Ok(DeviceChallenge { id: row.id, jws: row.jws.unwrap_or_default() })
+}
+
+/// What a device's answer is checked against, kept from the challenge as the device fetched
+/// it. None of it changes once the challenge exists, so the copy is as good as a read; whether
+/// the challenge can still be answered is for the decision's conditional UPDATE to say.
+#[derive(Debug, Clone)]
+struct Fetched {
+    device_id: String,
+    user_id: String,
+    /// `chash` of the challenge JWS.
+    chash: String,
+    number: Option<i64>,
+    expires_at: i64,
+}
+
+impl Fetched {
+    fn of(row: &ChallengeRow, device_id: &str) -> Self {
+        Fetched {
+            device_id: device_id.to_owned(),
+            user_id: row.user_id.clone(),
+            chash: challenge_hash(row.jws.as_deref().unwrap_or_default()),
+            number: row.number,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+/// Challenges a device fetched and has not answered yet, by challenge id, so its answer
+/// needs no second read of the challenge. Bounded: when full, expired entries go, and if
+/// that is not enough the cache starts over (a miss only costs the read).
+#[derive(Debug, Default)]
+pub struct FetchedChallenges(Mutex<HashMap<String, Fetched>>);
+
+impl FetchedChallenges {
+    /// Entries kept at most (about 250 bytes each).
+    pub const CAPACITY: usize = 10_000;
+
+    fn keep(&self, challenge_id: &str, fetched: Fetched, now: i64) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= Self::CAPACITY {
+            map.retain(|_, f| f.expires_at > now);
+            if map.len() >= Self::CAPACITY {
+                map.clear();
+            }
+        }
+        map.insert(challenge_id.to_owned(), fetched);
+    }
+
+    /// The entry the device left when it fetched the challenge, removed.
+    fn take(&self, challenge_id: &str, device_id: &str) -> Option<Fetched> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get(challenge_id) {
+            Some(f) if f.device_id == device_id => map.remove(challenge_id),
+            _ => None,
+        }
+    }
 }
 
 async fn load_for_device(state: &AppState, device: &AuthenticatedDevice, id: &str) -> Result<ChallengeRow> {
@@ -765,16 +825,19 @@ pub async fn respond(
     if !within_clock_skew(claims.iat, now.unix_timestamp()) {
         return Err(Error::bad_request("stale_response", "iat is more than 60 seconds from the server's time"));
     }
-    let row = load_for_device(state, device, id).await?;
-    let challenge_jws = row.jws.clone().unwrap_or_default();
-    if claims.chash != challenge_hash(&challenge_jws) {
+    // The phone fetched the challenge before answering; usually from this server.
+    let challenge = match state.fetched.take(id, &device.row.id) {
+        Some(fetched) => fetched,
+        None => Fetched::of(&load_for_device(state, device, id).await?, &device.row.id),
+    };
+    if claims.chash != challenge.chash {
         return Err(Error::invalid(
             "chash_mismatch",
             "the response does not cover this challenge as the server signed it",
         ));
     }
     let (status, reason) = match claims.decision {
-        Decision::Approve => match row.number {
+        Decision::Approve => match challenge.number {
             Some(expected) if claims.number.map(i64::from) != Some(expected) => ("denied", Some("number_mismatch")),
             _ => ("approved", None),
         },
@@ -800,10 +863,10 @@ pub async fn respond(
     // The common answer (no fraud lock, no webhook to queue) is one write the store can
     // commit in a single round trip; the rest takes a transaction.
     let decided = if claims.decision != Decision::Fraud && !state.config.webhooks.iter().any(|e| e.wants(&kind)) {
-        let event = audit::Entry::new(now, &kind, Some(&row.user_id), &actor, &data)?;
+        let event = audit::Entry::new(now, &kind, Some(&challenge.user_id), &actor, &data)?;
         store::challenges::decide_recorded(&state.store, &verdict, &event.row()).await?.then_some(false)
     } else {
-        decide_with_consequences(state, &verdict, &row.user_id, claims.decision, &actor, &kind, data).await?
+        decide_with_consequences(state, &verdict, &challenge.user_id, claims.decision, &actor, &kind, data).await?
     };
     let Some(queued) = decided else {
         let row = load(state, id).await?;

@@ -242,13 +242,20 @@ pub async fn authenticate(
     let unverified =
         jws::decode(token, JwsType::Proof).map_err(|e| Error::device_unauthorized("invalid_proof", e.to_string()))?;
     let device_id = unverified.header().kid().unwrap_or_default().to_owned();
-    let row = store::devices::get(state.store.reader(), &device_id)
-        .await?
-        .ok_or_else(|| Error::device_unauthorized("unknown_device", "no device with this kid"))?;
-    if row.revoked_at.is_some() {
-        return Err(Error::device_unauthorized("device_revoked", "this device was revoked"));
-    }
-    let key = state.device_keys.get(&row)?;
+    let unknown = || Error::device_unauthorized("unknown_device", "no device with this kid");
+    let revoked = || Error::device_unauthorized("device_revoked", "this device was revoked");
+    // A device's key never changes: when it is cached, the signature is checked before the
+    // store is asked, and revocation, the proof id and `last_seen_at` take one round trip.
+    let key = match state.device_keys.cached(&device_id) {
+        Some(key) => key,
+        None => {
+            let row = store::devices::get(state.store.reader(), &device_id).await?.ok_or_else(unknown)?;
+            if row.revoked_at.is_some() {
+                return Err(revoked());
+            }
+            state.device_keys.get(&row)?
+        }
+    };
     let verified = unverified.verify(&key).map_err(|e| Error::device_unauthorized("invalid_proof", e.to_string()))?;
     let claims: ProofClaims =
         verified.claims().map_err(|e| Error::device_unauthorized("invalid_proof", e.to_string()))?;
@@ -265,19 +272,18 @@ pub async fn authenticate(
     // Keep the id as long as a proof with this iat could still be accepted.
     let keep_until = (claims.iat + 2 * MAX_CLOCK_SKEW_SECS) * 1000;
     // last_seen_at is kept to the minute: one write per device per minute, not per request.
-    // Otherwise the proof id is the only write, a statement committed on its own.
     let now_ms = to_millis(now);
-    let replayed = |fresh: bool| {
-        if fresh { Ok(()) } else { Err(Error::device_unauthorized("proof_replayed", "this proof was already used")) }
-    };
-    if row.last_seen_at.is_none_or(|seen| now_ms - seen >= LAST_SEEN_RESOLUTION_MS) {
-        let mut tx = state.store.begin().await?;
-        replayed(store::proofs::insert_once(&mut tx, &row.id, &claims.jti, keep_until).await?)?;
-        store::devices::touch(&mut tx, &row.id, now_ms).await?;
-        tx.commit().await?;
-    } else {
-        replayed(store::proofs::insert_once(state.store.autocommit(), &row.id, &claims.jti, keep_until).await?)?;
+    let seen_before = now_ms - LAST_SEEN_RESOLUTION_MS;
+    let checked = store::devices::check_proof(&state.store, &device_id, &claims.jti, keep_until, now_ms, seen_before)
+        .await?
+        .ok_or_else(unknown)?;
+    if checked.device.revoked_at.is_some() {
+        return Err(revoked());
     }
+    if !checked.fresh {
+        return Err(Error::device_unauthorized("proof_replayed", "this proof was already used"));
+    }
+    let row = checked.device;
     Ok(AuthenticatedDevice { row, key })
 }
 
@@ -294,9 +300,14 @@ impl KeyCache {
     /// Entries kept at most (about 100 bytes each).
     pub const CAPACITY: usize = 50_000;
 
+    /// The key of device `id`, if it is cached.
+    pub fn cached(&self, id: &str) -> Option<VerifyingKey> {
+        self.keys.lock().ok().and_then(|keys| keys.get(id).copied())
+    }
+
     /// The key of `row`'s device, parsed at most once while cached.
     pub fn get(&self, row: &DeviceRow) -> Result<VerifyingKey> {
-        if let Some(key) = self.keys.lock().ok().and_then(|keys| keys.get(&row.id).copied()) {
+        if let Some(key) = self.cached(&row.id) {
             return Ok(key);
         }
         let key = device_key(row)?;

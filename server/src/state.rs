@@ -43,6 +43,8 @@ pub struct Inner {
     pub fallback: Fallback,
     /// Device public keys, parsed once.
     pub device_keys: crate::devices::KeyCache,
+    /// Challenges devices fetched, for checking their answers without a second read.
+    pub fetched: crate::challenges::FetchedChallenges,
     /// The WebAuthn relying party.
     pub passkeys: Passkeys,
     /// The demo page's session key, when the demo is served.
@@ -89,6 +91,7 @@ impl AppState {
             push,
             fallback,
             device_keys: crate::devices::KeyCache::default(),
+            fetched: crate::challenges::FetchedChallenges::default(),
             passkeys,
             demo,
         }))

@@ -376,6 +376,51 @@ pub async fn recent_push_times(
         .collect())
 }
 
+/// The user's active devices, oldest first, and, when there are any, [`recent_push_times`].
+/// On PostgreSQL one statement; on SQLite, two.
+pub async fn devices_and_recent_pushes(
+    conn: &mut Tx,
+    user_id: &str,
+    since: i64,
+    limit: i64,
+    now: i64,
+) -> Result<(Vec<super::devices::DeviceRow>, Vec<RecentPush>)> {
+    if conn.backend() == Backend::Sqlite {
+        let devices = super::devices::list_for_user(&mut *conn, user_id, false).await?;
+        let recent = recent_push_times(conn, user_id, since, limit, now).await?;
+        return Ok((devices, recent));
+    }
+    let sql = format!(
+        "SELECT {}, (SELECT json_agg(json_build_array(r.created_at, r.live) ORDER BY r.created_at DESC)
+                     FROM (SELECT created_at, status = 'pending' AND expires_at > $4 AS live FROM challenges
+                           WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
+                           ORDER BY created_at DESC LIMIT $3) r)::text AS recent
+         FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
+        super::devices::COLUMNS
+    );
+    let rows: Vec<DeviceWithRecent> =
+        db::query(sql).bind(user_id).bind(since).bind(limit).bind(now).fetch_all(conn).await?;
+    let recent = match rows.first().and_then(|r| r.recent.as_deref()) {
+        Some(json) => serde_json::from_str::<Vec<(i64, bool)>>(json)?
+            .into_iter()
+            .map(|(created_at, live_pending)| RecentPush { created_at, live_pending })
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok((rows.into_iter().map(|r| r.device).collect(), recent))
+}
+
+struct DeviceWithRecent {
+    device: super::devices::DeviceRow,
+    recent: Option<String>,
+}
+
+impl db::FromRow for DeviceWithRecent {
+    fn from_row(row: &db::Row<'_>) -> Result<Self> {
+        Ok(DeviceWithRecent { device: super::devices::DeviceRow::from_row(row)?, recent: row.get("recent")? })
+    }
+}
+
 /// A push challenge of the anti-fatigue window.
 #[derive(Debug, Clone, Copy)]
 pub struct RecentPush {

@@ -1,6 +1,6 @@
 //! Devices: registered phones and their public keys.
 
-use super::{Db, Tx, db};
+use super::{Backend, Db, Store, Tx, db};
 
 use crate::error::Result;
 
@@ -33,7 +33,7 @@ crate::row! {
     }
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, user_id, name, platform, jwk, thumbprint, push_provider, push_token, created_at, last_seen_at, revoked_at";
 
 /// Stores a new device.
@@ -112,6 +112,81 @@ pub async fn set_push(conn: &mut Tx, id: &str, provider: &str, token: Option<&st
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// What a device's signed request found in the store.
+#[derive(Debug)]
+pub struct ProofCheck {
+    /// The device as it was before this request.
+    pub device: DeviceRow,
+    /// Whether the proof id was new and is now recorded. Always false for a revoked device,
+    /// for which nothing is written.
+    pub fresh: bool,
+}
+
+/// Reads the device and, when it is active, records the proof id `jti` (kept until
+/// `keep_until`) and, when `last_seen_at` is at or before `seen_before`, sets it to `now`.
+/// `None` when there is no such device.
+///
+/// The caller has checked the signature with the device's key (a key never changes) and
+/// checks revocation and replay on what this returns. On PostgreSQL this is one statement
+/// (data-modifying CTEs) committed on its own; on SQLite, a read then the writes.
+pub async fn check_proof(
+    store: &Store,
+    id: &str,
+    jti: &str,
+    keep_until: i64,
+    now: i64,
+    seen_before: i64,
+) -> Result<Option<ProofCheck>> {
+    if store.backend() == Backend::Postgres {
+        let sql = format!(
+            "WITH device AS (SELECT {COLUMNS} FROM devices WHERE id = $1),
+                  proof AS (INSERT INTO proof_jtis (device_id, jti, expires_at)
+                            SELECT id, $2, $3 FROM device WHERE revoked_at IS NULL
+                            ON CONFLICT (device_id, jti) DO NOTHING RETURNING 1),
+                  seen AS (UPDATE devices SET last_seen_at = $4
+                           WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at <= $5)
+                             AND EXISTS (SELECT 1 FROM proof))
+             SELECT {COLUMNS}, EXISTS (SELECT 1 FROM proof) AS fresh FROM device"
+        );
+        let found: Option<WithFresh> = db::query(sql)
+            .bind(id)
+            .bind(jti)
+            .bind(keep_until)
+            .bind(now)
+            .bind(seen_before)
+            .fetch_optional(store.autocommit())
+            .await?;
+        return Ok(found.map(|f| ProofCheck { device: f.device, fresh: f.fresh }));
+    }
+    let Some(device) = get(store.reader(), id).await? else { return Ok(None) };
+    if device.revoked_at.is_some() {
+        return Ok(Some(ProofCheck { device, fresh: false }));
+    }
+    let fresh = if device.last_seen_at.is_none_or(|seen| seen <= seen_before) {
+        let mut tx = store.begin().await?;
+        let fresh = super::proofs::insert_once(&mut tx, id, jti, keep_until).await?;
+        if fresh {
+            touch(&mut tx, id, now).await?;
+            tx.commit().await?;
+        }
+        fresh
+    } else {
+        super::proofs::insert_once(store.autocommit(), id, jti, keep_until).await?
+    };
+    Ok(Some(ProofCheck { device, fresh }))
+}
+
+struct WithFresh {
+    device: DeviceRow,
+    fresh: bool,
+}
+
+impl db::FromRow for WithFresh {
+    fn from_row(row: &db::Row<'_>) -> Result<Self> {
+        Ok(WithFresh { device: DeviceRow::from_row(row)?, fresh: row.get("fresh")? })
+    }
 }
 
 /// Records the time of an authenticated request.

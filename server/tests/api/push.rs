@@ -563,6 +563,16 @@ async fn cancel_challenge(db: Db) {
     rp.challenge(json!({"user_id": "quinn", "details": [{"label": "", "value": "x"}]}))
         .await
         .problem(422, "invalid_details");
+
+    // Fetched by the phone, then cancelled: the answer that follows is refused.
+    let (id, _) = new_challenge(&rp, json!({"user_id": "quinn"})).await;
+    let (jws, _) = phone.fetch(&id).await;
+    rp.post(&format!("/v1/challenges/{id}/cancel"), json!({})).await.expect(200);
+    phone
+        .post_response(&id, &phone.response_jws(&id, &jws, Decision::Approve, None))
+        .await
+        .problem(409, "already_decided");
+    assert_eq!(rp.get(&format!("/v1/challenges/{id}")).await.body["status"], "cancelled");
 }
 
 async fn deleted_user_leaves_nothing_behind(db: Db) {

@@ -14,6 +14,8 @@ both_databases!(
     closed_store_refuses_work,
     a_challenge_is_stored_with_its_deliveries_and_event_or_not_at_all,
     a_verdict_and_its_event_are_written_once,
+    a_proof_id_is_recorded_once_and_never_for_a_revoked_device,
+    push_targets_are_the_active_devices_with_the_recent_pushes,
 );
 
 async fn count_keys(store: &store::Store, name: &str) -> i64 {
@@ -200,4 +202,99 @@ async fn a_verdict_and_its_event_are_written_once(db: Db) {
         !store::challenges::decide_recorded(store, &too_late, &event("evt_late", "challenge.approved")).await.unwrap()
     );
     assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_late").await, 0);
+}
+
+fn device(id: &str, user_id: &str, created_at: i64) -> store::devices::DeviceRow {
+    store::devices::DeviceRow {
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        name: "phone".to_owned(),
+        platform: "other".to_owned(),
+        jwk: "{}".to_owned(),
+        thumbprint: format!("tp-{id}"),
+        push_provider: "none".to_owned(),
+        push_token: None,
+        created_at,
+        last_seen_at: Some(created_at),
+        revoked_at: None,
+    }
+}
+
+async fn last_seen(store: &store::Store, id: &str) -> Option<i64> {
+    store::devices::get(store, id).await.unwrap().unwrap().last_seen_at
+}
+
+async fn a_proof_id_is_recorded_once_and_never_for_a_revoked_device(db: Db) {
+    use store::devices::check_proof;
+    let app = TestApp::new(db).await;
+    let store = &app.state.store;
+    let mut tx = store.begin().await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_proof", "usr_proof", 1_000)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // New id, last seen long enough ago: recorded, and last_seen_at moves.
+    let first = check_proof(store, "dev_proof", "jti-1", 9_000, 70_000, 10_000).await.unwrap().unwrap();
+    assert!(first.fresh);
+    assert_eq!((first.device.id.as_str(), first.device.last_seen_at), ("dev_proof", Some(1_000)));
+    assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
+
+    // The same id again is a replay; a new one seen recently leaves last_seen_at alone.
+    assert!(!check_proof(store, "dev_proof", "jti-1", 9_000, 71_000, 11_000).await.unwrap().unwrap().fresh);
+    assert!(check_proof(store, "dev_proof", "jti-2", 9_000, 72_000, 12_000).await.unwrap().unwrap().fresh);
+    assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
+
+    // A replay does not move last_seen_at even when it is due.
+    assert!(!check_proof(store, "dev_proof", "jti-2", 9_000, 200_000, 140_000).await.unwrap().unwrap().fresh);
+    assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
+
+    // Revoked: reported as such, and neither the id nor the time is written.
+    let mut tx = store.begin().await.unwrap();
+    assert!(store::devices::revoke(&mut tx, "usr_proof", "dev_proof", 80_000).await.unwrap());
+    tx.commit().await.unwrap();
+    let revoked = check_proof(store, "dev_proof", "jti-3", 9_000, 300_000, 240_000).await.unwrap().unwrap();
+    assert_eq!((revoked.device.revoked_at, revoked.fresh), (Some(80_000), false));
+    assert_eq!(count(store, "SELECT COUNT(*) FROM proof_jtis WHERE jti = $1", "jti-3").await, 0);
+    assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
+
+    assert!(check_proof(store, "dev_nobody", "jti-4", 9_000, 1, 0).await.unwrap().is_none());
+    assert_eq!(count(store, "SELECT COUNT(*) FROM proof_jtis WHERE jti = $1", "jti-4").await, 0);
+}
+
+async fn push_targets_are_the_active_devices_with_the_recent_pushes(db: Db) {
+    let app = TestApp::new(db).await;
+    let store = &app.state.store;
+    let mut tx = store.begin().await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_new", "usr_combined", 2_000)).await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_old", "usr_combined", 1_000)).await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_gone", "usr_combined", 1_500)).await.unwrap();
+    assert!(store::devices::revoke(&mut tx, "usr_combined", "dev_gone", 3_000).await.unwrap());
+    // Pushes at 1,000 (before the window), 5,000 (decided), 6,000 (pending), 7,000 (pending,
+    // expired), and a code at 8,000 (not a push).
+    for (id, at, status, expires_at, factor) in [
+        ("chl_before", 1_000, "approved", 50_000, "push"),
+        ("chl_decided", 5_000, "denied", 50_000, "push"),
+        ("chl_live", 6_000, "pending", 50_000, "push"),
+        ("chl_lapsed", 7_000, "pending", 9_000, "push"),
+        ("chl_code", 8_000, "pending", 50_000, "sms"),
+    ] {
+        let mut row = challenge(id);
+        (row.created_at, row.status, row.expires_at, row.factor) =
+            (at, status.to_owned(), expires_at, factor.to_owned());
+        store::challenges::insert(&mut tx, &row, &[], None).await.unwrap();
+    }
+    let (devices, recent) =
+        store::challenges::devices_and_recent_pushes(&mut tx, "usr_combined", 2_000, 10, 10_000).await.unwrap();
+    let ids: Vec<_> = devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["dev_old", "dev_new"]);
+    let pushes: Vec<_> = recent.iter().map(|r| (r.created_at, r.live_pending)).collect();
+    assert_eq!(pushes, [(7_000, false), (6_000, true), (5_000, false)]);
+
+    // Newest first, at most `limit`.
+    let (_, recent) =
+        store::challenges::devices_and_recent_pushes(&mut tx, "usr_combined", 2_000, 2, 10_000).await.unwrap();
+    assert_eq!(recent.iter().map(|r| r.created_at).collect::<Vec<_>>(), [7_000, 6_000]);
+
+    let (devices, recent) =
+        store::challenges::devices_and_recent_pushes(&mut tx, "usr_nobody", 0, 10, 10_000).await.unwrap();
+    assert!(devices.is_empty() && recent.is_empty());
 }
