@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rusqlite::{OpenFlags, types::ToSqlOutput};
 use sqlx::postgres::{PgArguments, PgPool, PgRow};
@@ -445,9 +445,10 @@ impl Sqlite {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;
              PRAGMA journal_size_limit = 67108864;",
         )?;
-        let wal_grew = spawn_checkpointer(open_connection(path)?)?;
+        let writer = Arc::new(tokio::sync::Mutex::new(writer));
+        let wal_grew = spawn_checkpointer(open_connection(path)?, Arc::downgrade(&writer))?;
         Ok(Sqlite {
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer,
             readers: Readers { path: path.to_owned(), idle: Mutex::new(Vec::new()), keep: readers.max(1) },
             closed: AtomicBool::new(false),
             wal_grew,
@@ -487,23 +488,55 @@ impl Sqlite {
 /// How often, at most, the WAL is checkpointed while writes come in.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Starts the thread that checkpoints the WAL after commits, at most every [`CHECKPOINT_EVERY`].
-/// `PASSIVE` never waits for readers or the writer: it copies what it can and the rest waits
-/// for the next round.
-fn spawn_checkpointer(conn: rusqlite::Connection) -> Result<std::sync::mpsc::SyncSender<()>> {
+/// A WAL longer than this (64 MiB of 4 KiB pages, `journal_size_limit`) is started over by a
+/// `RESTART` checkpoint.
+const RESTART_AFTER_FRAMES: i64 = 16_384;
+
+/// Starts the thread that checkpoints the WAL after commits, at most every [`CHECKPOINT_EVERY`]
+/// (see [`checkpoint`]).
+fn spawn_checkpointer(
+    conn: rusqlite::Connection,
+    writer: Weak<tokio::sync::Mutex<rusqlite::Connection>>,
+) -> Result<std::sync::mpsc::SyncSender<()>> {
     let (wal_grew, grown) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while grown.recv().is_ok() {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                if let Err(e) = checkpoint(&conn, &writer, RESTART_AFTER_FRAMES) {
                     tracing::warn!(error = %e, "SQLite checkpoint failed; retried after the next commit");
                 }
             }
         })
         .map_err(|e| Error::internal(format!("starting the SQLite checkpoint thread: {e}")))?;
     Ok(wal_grew)
+}
+
+/// Copies what it can of the WAL into the database file without waiting for anyone
+/// (`PASSIVE`), on the checkpoint thread's own connection.
+///
+/// Under steady reads and writes that is never enough: SQLite starts the WAL over only when a
+/// write begins with every frame copied and no reader on the WAL, and with reads and writes
+/// always in flight that moment never comes. The file would grow without end (gigabytes in a
+/// minute of load), and the shared-memory index every connection maps with it. So once the WAL
+/// is longer than `restart_after` frames, the thread takes the writer connection (new writes
+/// wait on its async mutex; no server thread blocks) and runs a `RESTART` checkpoint on it:
+/// it copies the rest, waits out the readers (each holds the WAL for one statement) and starts
+/// the WAL over; `journal_size_limit` then trims the file.
+fn checkpoint(
+    conn: &rusqlite::Connection,
+    writer: &Weak<tokio::sync::Mutex<rusqlite::Connection>>,
+    restart_after: i64,
+) -> rusqlite::Result<()> {
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
+    if frames >= restart_after
+        && let Some(writer) = writer.upgrade()
+    {
+        let writer = writer.blocking_lock();
+        writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path) -> Result<rusqlite::Connection> {
@@ -612,5 +645,63 @@ impl Tx {
             TxInner::Sqlite(_) => Backend::Sqlite,
             TxInner::Postgres(_) => Backend::Postgres,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal_frames(conn: &rusqlite::Connection) -> i64 {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1)).unwrap()
+    }
+
+    fn write(conn: &rusqlite::Connection, rows: usize) {
+        conn.execute_batch("BEGIN").unwrap();
+        for _ in 0..rows {
+            conn.execute("INSERT INTO t (v) VALUES (randomblob(2000))", []).unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+    }
+
+    /// The case that made the WAL grow without end: a reader is on the WAL while the
+    /// checkpoint runs, another while the next write begins.
+    #[test]
+    fn a_long_wal_starts_over_although_readers_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.db");
+        let sqlite = Sqlite::open(&path, 2).unwrap();
+        let writer = Arc::downgrade(&sqlite.writer);
+        let conn = sqlite.writer.blocking_lock();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)").unwrap();
+        write(&conn, 200);
+        drop(conn);
+
+        // A reader holds a snapshot while more is written and while the checkpoint runs.
+        let (started, ready) = std::sync::mpsc::channel();
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || {
+            let r = open_connection(&reader_path).unwrap();
+            r.execute_batch("BEGIN").unwrap();
+            let _: i64 = r.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)).unwrap();
+            started.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            r.execute_batch("COMMIT").unwrap();
+        });
+        ready.recv().unwrap();
+        write(&sqlite.writer.blocking_lock(), 200);
+        let checkpointer = open_connection(&path).unwrap();
+        checkpoint(&checkpointer, &writer, 100).unwrap();
+        reader.join().unwrap();
+
+        // A new reader is on the WAL when the next write begins: the write still goes to the
+        // start of a fresh WAL.
+        let other = open_connection(&path).unwrap();
+        other.execute_batch("BEGIN").unwrap();
+        let _: i64 = other.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)).unwrap();
+        write(&sqlite.writer.blocking_lock(), 1);
+        other.execute_batch("COMMIT").unwrap();
+        let frames = wal_frames(&checkpointer);
+        assert!(frames < 10, "the WAL holds {frames} frames");
     }
 }
