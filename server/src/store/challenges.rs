@@ -351,13 +351,7 @@ pub async fn extend(conn: &mut Tx, id: &str, now: i64, expires_at: i64) -> Resul
 
 /// Creation times (Unix ms) of the user's newest `limit` push challenges since `since`,
 /// newest first.
-pub async fn recent_push_times(
-    conn: &mut Tx,
-    user_id: &str,
-    since: i64,
-    limit: i64,
-    now: i64,
-) -> Result<Vec<RecentPush>> {
+async fn recent_push_times(conn: &mut Tx, user_id: &str, since: i64, limit: i64, now: i64) -> Result<Vec<RecentPush>> {
     let rows: Vec<(i64, String, i64)> = db::query(
         "SELECT created_at, status, expires_at FROM challenges WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
          ORDER BY created_at DESC LIMIT $3",
@@ -387,7 +381,8 @@ pub async fn devices_and_recent_pushes(
 ) -> Result<(Vec<super::devices::DeviceRow>, Vec<RecentPush>)> {
     if conn.backend() == Backend::Sqlite {
         let devices = super::devices::list_for_user(&mut *conn, user_id, false).await?;
-        let recent = recent_push_times(conn, user_id, since, limit, now).await?;
+        let recent =
+            if devices.is_empty() { Vec::new() } else { recent_push_times(conn, user_id, since, limit, now).await? };
         return Ok((devices, recent));
     }
     let sql = format!(
