@@ -327,43 +327,194 @@ pub async fn create(
     }
     let (title, details, context, ttl) = validate(&new)?;
     let now = state.now();
-    let now_ms = to_millis(now);
+    let draft = Draft {
+        row: ChallengeRow {
+            id: new_id(IdKind::Challenge),
+            user_id: user_id.to_string(),
+            factor: String::new(),
+            status: "pending".to_owned(),
+            reason: None,
+            title: title.clone(),
+            details: serde_json::to_string(&details)?,
+            context: serde_json::to_string(&context)?,
+            number: None,
+            jws: None,
+            created_at: to_millis(now),
+            expires_at: 0,
+            decided_at: None,
+            device_id: None,
+            evidence: None,
+            user_verified: None,
+            api_key_id: api_key_id.to_owned(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            request_hash: Some(request_hash),
+        },
+        title,
+        details,
+        context,
+        expires_at: now + Duration::seconds(ttl),
+        number_matching: new.number_matching,
+        limit: state.config.challenges.push_per_user_per_10_minutes,
+        actor: Actor::ApiKey(api_key_id.to_owned()),
+        now,
+    };
+    if matches!(new.channel, Channel::Auto | Channel::Push)
+        && let Some(created) = create_push_unlocked(state, &draft).await?
+    {
+        return Ok(created);
+    }
+    create_locked(state, draft, new.channel, new.ttl_seconds).await
+}
 
+/// A challenge about to be created, before its factor is chosen.
+struct Draft {
+    /// The row so far: no factor, number, JWS or expiry yet.
+    row: ChallengeRow,
+    title: String,
+    details: Vec<Detail>,
+    context: Context,
+    /// When a push challenge expires.
+    expires_at: OffsetDateTime,
+    number_matching: bool,
+    /// Push challenges per user per [`FATIGUE_WINDOW`].
+    limit: u32,
+    actor: Actor,
+    now: OffsetDateTime,
+}
+
+impl Draft {
+    fn user_id(&self) -> &str {
+        &self.row.user_id
+    }
+
+    /// Where the anti-fatigue window starts, Unix ms.
+    fn window_start(&self) -> i64 {
+        to_millis(self.now - FATIGUE_WINDOW)
+    }
+
+    /// The push challenge to `devices`: its row, signed, and the number to show, if any.
+    fn seal_push(&self, state: &AppState, devices: &[store::devices::DeviceRow]) -> Result<(ChallengeRow, Option<u8>)> {
+        let (number, choices) = if self.number_matching {
+            let (n, c) = number_choices();
+            (Some(n), Some(c))
+        } else {
+            (None, None)
+        };
+        let claims = ChallengeClaims {
+            jti: self.row.id.clone(),
+            sub: self.row.user_id.clone(),
+            aud: devices.iter().map(|d| d.id.clone()).collect(),
+            iat: self.now.unix_timestamp(),
+            exp: self.expires_at.unix_timestamp(),
+            title: self.title.clone(),
+            details: self.details.clone(),
+            context: self.context.clone(),
+            number_choices: choices,
+        };
+        let row = ChallengeRow {
+            factor: "push".to_owned(),
+            number: number.map(i64::from),
+            jws: Some(state.server_key.sign(JwsType::Challenge, &claims)?),
+            expires_at: to_millis(self.expires_at),
+            ..self.row.clone()
+        };
+        Ok((row, number))
+    }
+
+    /// The audit event of a push challenge's creation.
+    fn created_event(&self, devices: usize) -> Result<audit::Entry<'_>> {
+        let data = serde_json::json!({ "challenge_id": self.row.id, "factor": "push", "devices": devices });
+        audit::Entry::new(self.now, "challenge.created", Some(self.user_id()), &self.actor, &data)
+    }
+
+    fn push_created(&self, number: Option<u8>) -> ChallengeCreated {
+        ChallengeCreated {
+            id: self.row.id.clone(),
+            status: "pending".to_owned(),
+            factor: "push".to_owned(),
+            expires_at: self.expires_at,
+            number,
+            destination: None,
+        }
+    }
+}
+
+/// One delivery per device: pending when it can be woken by push, otherwise not sent.
+fn deliveries_to(devices: &[store::devices::DeviceRow]) -> Vec<NewDelivery<'_>> {
+    devices
+        .iter()
+        .map(|device| NewDelivery {
+            device_id: &device.id,
+            provider: &device.push_provider,
+            status: if device.push_provider == "none" || device.push_token.is_none() { "not_sent" } else { "pending" },
+        })
+        .collect()
+}
+
+/// The common case without a lock: a push challenge to a user who has a device, within the
+/// anti-fatigue limit, with nothing pending to supersede and push not locked. It is read in
+/// one snapshot and stored only if the user's `challenge_seq` has not moved since
+/// ([`store::challenges::insert_unless_changed`]). `None` when the case does not hold or the
+/// snapshot went stale: [`create_locked`] then decides.
+async fn create_push_unlocked(state: &AppState, draft: &Draft) -> Result<Option<ChallengeCreated>> {
+    let snapshot = store::challenges::push_snapshot(
+        state.store.reader(),
+        draft.user_id(),
+        draft.window_start(),
+        i64::from(draft.limit),
+        draft.row.created_at,
+    )
+    .await?;
+    let Some(snapshot) = snapshot else { return Ok(None) };
+    if snapshot.push_locked
+        || snapshot.recent.len() >= draft.limit as usize
+        || snapshot.recent.iter().any(|r| r.live_pending)
+    {
+        return Ok(None);
+    }
+    let (row, number) = draft.seal_push(state, &snapshot.devices)?;
+    let deliveries = deliveries_to(&snapshot.devices);
+    let created = draft.created_event(snapshot.devices.len())?;
+    let stored =
+        store::challenges::insert_unless_changed(&state.store, snapshot.seq, &row, &deliveries, &created.row()).await;
+    match stored {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => return replay_if_raced(state, &row, e).await.map(Some),
+    }
+    if deliveries.iter().any(|d| d.status == "pending") {
+        state.wake.push.notify_one();
+    }
+    Ok(Some(draft.push_created(number)))
+}
+
+/// Creates a challenge with the user's row locked: codes, and push challenges that supersede
+/// one, are refused, or raced [`create_push_unlocked`].
+async fn create_locked(
+    state: &AppState,
+    draft: Draft,
+    channel: Channel,
+    ttl_seconds: Option<i64>,
+) -> Result<ChallengeCreated> {
+    let now = draft.now;
+    let now_ms = draft.row.created_at;
+    let user_id = draft.user_id();
     let mut tx = state.store.begin().await?;
     let store::challenges::LockedUser { user, push_locked_at: locked } =
-        store::challenges::lock_user(&mut tx, user_id.as_str()).await?.ok_or(Error::NotFound("user"))?;
-    let limit = state.config.challenges.push_per_user_per_10_minutes;
-    let since = to_millis(now - FATIGUE_WINDOW);
-    let (devices, recent) =
-        store::challenges::devices_and_recent_pushes(&mut tx, user_id.as_str(), since, i64::from(limit), now_ms)
-            .await?;
-    let factor = choose_factor(state, new.channel, !devices.is_empty(), &user)?;
-    let mut row = ChallengeRow {
-        id: new_id(IdKind::Challenge),
-        user_id: user_id.to_string(),
-        factor: String::new(),
-        status: "pending".to_owned(),
-        reason: None,
-        title: title.clone(),
-        details: serde_json::to_string(&details)?,
-        context: serde_json::to_string(&context)?,
-        number: None,
-        jws: None,
-        created_at: now_ms,
-        expires_at: 0,
-        decided_at: None,
-        device_id: None,
-        evidence: None,
-        user_verified: None,
-        api_key_id: api_key_id.to_owned(),
-        idempotency_key: idempotency_key.map(str::to_owned),
-        request_hash: Some(request_hash),
-    };
+        store::challenges::lock_user(&mut tx, user_id).await?.ok_or(Error::NotFound("user"))?;
+    let limit = draft.limit;
+    let snapshot =
+        store::challenges::push_snapshot(&mut tx, user_id, draft.window_start(), i64::from(limit), now_ms).await?;
+    let (devices, recent) = snapshot.map(|s| (s.devices, s.recent)).unwrap_or_default();
+    let factor = choose_factor(state, channel, !devices.is_empty(), &user)?;
     if let Factor::Otp(channel, destination) = factor {
         // A code lives 5 minutes; a shorter ttl_seconds shortens it.
-        let lifetime = new.ttl_seconds.map_or(otp::CODE_TTL_SECS, |t| t.min(otp::CODE_TTL_SECS));
-        row.factor = channel.as_str().to_owned();
-        row.expires_at = to_millis(now + Duration::seconds(lifetime));
+        let lifetime = ttl_seconds.map_or(otp::CODE_TTL_SECS, |t| t.min(otp::CODE_TTL_SECS));
+        let row = ChallengeRow {
+            factor: channel.as_str().to_owned(),
+            expires_at: to_millis(now + Duration::seconds(lifetime)),
+            ..draft.row
+        };
         return crate::fallback::create(state, tx, row, channel, destination).await;
     }
 
@@ -386,48 +537,15 @@ pub async fn create(
     // A live push challenge is at most 10 minutes old (ttl_seconds <= 600), so it is among the
     // window's challenges just read: without one there is nothing to supersede.
     let superseded = if recent.iter().any(|r| r.live_pending) {
-        store::challenges::supersede_pending_push(&mut tx, user_id.as_str(), now_ms).await?
+        store::challenges::supersede_pending_push(&mut tx, user_id, now_ms).await?
     } else {
         Vec::new()
     };
 
-    let id = row.id.clone();
-    let expires_at = now + Duration::seconds(ttl);
-    let (number, choices) = if new.number_matching {
-        let (n, c) = number_choices();
-        (Some(n), Some(c))
-    } else {
-        (None, None)
-    };
-    let claims = ChallengeClaims {
-        jti: id.clone(),
-        sub: user_id.to_string(),
-        aud: devices.iter().map(|d| d.id.clone()).collect(),
-        iat: now.unix_timestamp(),
-        exp: expires_at.unix_timestamp(),
-        title,
-        details,
-        context,
-        number_choices: choices,
-    };
-    let jws = state.server_key.sign(JwsType::Challenge, &claims)?;
-    row.factor = "push".to_owned();
-    row.number = number.map(i64::from);
-    row.jws = Some(jws);
-    row.expires_at = to_millis(expires_at);
-    let deliveries: Vec<_> = devices
-        .iter()
-        .map(|device| NewDelivery {
-            device_id: &device.id,
-            provider: &device.push_provider,
-            status: if device.push_provider == "none" || device.push_token.is_none() { "not_sent" } else { "pending" },
-        })
-        .collect();
-    let deliveries_pending = deliveries.iter().any(|d| d.status == "pending");
-    let actor = Actor::ApiKey(api_key_id.to_owned());
-    record_superseded(state, &mut tx, now, user_id.as_str(), &actor, &superseded, &id).await?;
-    let data = serde_json::json!({ "challenge_id": id, "factor": "push", "devices": devices.len() });
-    let created = audit::Entry::new(now, "challenge.created", Some(user_id.as_str()), &actor, &data)?;
+    let (row, number) = draft.seal_push(state, &devices)?;
+    let deliveries = deliveries_to(&devices);
+    record_superseded(state, &mut tx, now, user_id, &draft.actor, &superseded, &row.id).await?;
+    let created = draft.created_event(devices.len())?;
     if let Some(replayed) = insert_or_replay(state, &mut tx, &row, &deliveries, Some(&created.row())).await? {
         return Ok(replayed);
     }
@@ -435,17 +553,10 @@ pub async fn create(
     for old in &superseded {
         state.wake.challenge_changed(old);
     }
-    if deliveries_pending {
+    if deliveries.iter().any(|d| d.status == "pending") {
         state.wake.push.notify_one();
     }
-    Ok(ChallengeCreated {
-        id,
-        status: "pending".to_owned(),
-        factor: "push".to_owned(),
-        expires_at,
-        number,
-        destination: None,
-    })
+    Ok(draft.push_created(number))
 }
 
 /// Inserts a new challenge. When a concurrent request with the same idempotency key won the
@@ -457,13 +568,19 @@ pub(crate) async fn insert_or_replay(
     deliveries: &[NewDelivery<'_>],
     event: Option<&store::events::NewEvent<'_>>,
 ) -> Result<Option<ChallengeCreated>> {
-    let Err(e) = store::challenges::insert(tx, row, deliveries, event).await else {
-        return Ok(None);
-    };
+    match store::challenges::insert(tx, row, deliveries, event).await {
+        Ok(()) => Ok(None),
+        Err(e) => replay_if_raced(state, row, e).await.map(Some),
+    }
+}
+
+/// The answer to a failed insert of `row`: when it lost the race to a concurrent request with
+/// the same idempotency key, that request's answer; otherwise the error.
+async fn replay_if_raced(state: &AppState, row: &ChallengeRow, e: Error) -> Result<ChallengeCreated> {
     let raced = matches!(&e, Error::Database(db) if db.is_unique_violation());
     if let (Some(key), true) = (row.idempotency_key.as_deref(), raced) {
         let existing = store::challenges::by_idempotency_key(state.store.reader(), &row.api_key_id, key).await?;
-        return Ok(Some(replay(state, existing.ok_or(e)?, row.request_hash.as_deref().unwrap_or_default()).await?));
+        return replay(state, existing.ok_or(e)?, row.request_hash.as_deref().unwrap_or_default()).await;
     }
     Err(e)
 }

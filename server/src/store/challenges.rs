@@ -74,40 +74,22 @@ pub async fn insert(
     deliveries: &[NewDelivery<'_>],
     event: Option<&NewEvent<'_>>,
 ) -> Result<()> {
-    let insert = format!(
-        "INSERT INTO challenges ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
-    );
     if conn.backend() == Backend::Postgres && (!deliveries.is_empty() || event.is_some()) {
-        let mut sql = format!("WITH challenge AS ({insert})");
-        let mut next = 20;
-        if !deliveries.is_empty() {
-            sql.push_str(&format!(
-                ", deliveries AS (INSERT INTO push_deliveries
-                       (challenge_id, device_id, provider, status, next_attempt_at, updated_at)
-                   SELECT $1, d->>'device_id', d->>'provider', d->>'status', $11, $11
-                   FROM json_array_elements(${next}::json) AS d)"
-            ));
-            next += 1;
-        }
-        let logged = if event.is_some() {
-            let values: Vec<_> = (next..next + 6).map(|n| format!("${n}")).collect();
-            format!("{} VALUES ({})", super::events::INSERT, values.join(", "))
-        } else {
-            "SELECT 1".to_owned()
-        };
-        sql.push(' ');
-        sql.push_str(&logged);
-        let mut query = bind_challenge(db::query(sql), c);
-        if !deliveries.is_empty() {
-            query = query.bind(serde_json::to_string(deliveries)?);
-        }
-        if let Some(event) = event {
-            query = event.bind_to(query);
-        }
-        query.execute(conn).await?;
+        bind_insert(db::query(insert_with_cte(false, deliveries, event)), c, deliveries, event)?.execute(conn).await?;
         return Ok(());
     }
-    bind_challenge(db::query(insert), c).execute(&mut *conn).await?;
+    insert_each(conn, c, deliveries, event).await
+}
+
+async fn insert_each(
+    conn: &mut Tx,
+    c: &ChallengeRow,
+    deliveries: &[NewDelivery<'_>],
+    event: Option<&NewEvent<'_>>,
+) -> Result<()> {
+    bind_challenge(db::query(format!("INSERT INTO challenges ({COLUMNS}) VALUES ({})", params(1..20))), c)
+        .execute(&mut *conn)
+        .await?;
     for d in deliveries {
         insert_delivery(conn, &c.id, d.device_id, d.provider, d.status, c.created_at).await?;
     }
@@ -115,6 +97,99 @@ pub async fn insert(
         super::events::append(conn, event).await?;
     }
     Ok(())
+}
+
+/// Stores a new push challenge as [`insert`] does, provided no challenge was created for its
+/// user since `seq` was read from [`PushSnapshot::seq`] and push has not been locked for them.
+/// Returns false, having written nothing, when either happened. On PostgreSQL one statement
+/// committed on its own; on SQLite, a transaction.
+///
+/// Every new challenge moves the user's `challenge_seq`, in the statement that inserts it, so
+/// a snapshot whose `seq` is still current has seen every challenge the user has: this takes
+/// the place of [`lock_user`] when the snapshot shows nothing to supersede or refuse.
+pub async fn insert_unless_changed(
+    store: &Store,
+    seq: i64,
+    c: &ChallengeRow,
+    deliveries: &[NewDelivery<'_>],
+    event: &NewEvent<'_>,
+) -> Result<bool> {
+    if store.backend() == Backend::Postgres {
+        let sql = insert_with_cte(true, deliveries, Some(event));
+        let done =
+            bind_insert(db::query(sql), c, deliveries, Some(event))?.bind(seq).execute(store.autocommit()).await?;
+        return Ok(done.rows_affected() == 1);
+    }
+    let mut tx = store.begin().await?;
+    let bumped = db::query(bump_unless_changed("$1", "$2")).bind(&c.user_id).bind(seq).execute(&mut tx).await?;
+    if bumped.rows_affected() == 0 {
+        return Ok(false);
+    }
+    insert_each(&mut tx, c, deliveries, Some(event)).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Moves the user's `challenge_seq` on if it is still `seq` and push is not locked for them.
+fn bump_unless_changed(user_id: &str, seq: &str) -> String {
+    format!(
+        "UPDATE users SET challenge_seq = challenge_seq + 1 \
+         WHERE id = {user_id} AND challenge_seq = {seq} AND push_locked_at IS NULL"
+    )
+}
+
+/// `$n` for each `n` of `range`, comma-separated.
+fn params(range: std::ops::Range<usize>) -> String {
+    range.map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The PostgreSQL statement that inserts a challenge, its deliveries and its event at once.
+/// Parameters: the challenge's 19 columns, then the deliveries as JSON (if any), then the
+/// event's 6 (if any), then, when `guarded`, the `challenge_seq` of [`insert_unless_changed`];
+/// with a guard the inserts happen only if it moved the sequence, and the statement returns
+/// one row if they did.
+fn insert_with_cte(guarded: bool, deliveries: &[NewDelivery<'_>], event: Option<&NewEvent<'_>>) -> String {
+    let mut sql = String::from("WITH ");
+    let from_guard = if guarded {
+        let seq = 20 + usize::from(!deliveries.is_empty()) + if event.is_some() { 6 } else { 0 };
+        sql.push_str(&format!("guard AS ({} RETURNING 1), ", bump_unless_changed("$2", &format!("${seq}"))));
+        " FROM guard"
+    } else {
+        ""
+    };
+    sql.push_str(&format!("challenge AS (INSERT INTO challenges ({COLUMNS}) SELECT {}{from_guard})", params(1..20)));
+    let mut next = 20;
+    if !deliveries.is_empty() {
+        let from = if guarded { "guard, " } else { "" };
+        sql.push_str(&format!(
+            ", deliveries AS (INSERT INTO push_deliveries
+                   (challenge_id, device_id, provider, status, next_attempt_at, updated_at)
+               SELECT $1, d->>'device_id', d->>'provider', d->>'status', $11, $11
+               FROM {from}json_array_elements(${next}::json) AS d)"
+        ));
+        next += 1;
+    }
+    if event.is_some() {
+        sql.push_str(&format!(", logged AS ({} SELECT {}{from_guard})", super::events::INSERT, params(next..next + 6)));
+    }
+    sql.push_str(if guarded { " SELECT 1 FROM guard" } else { " SELECT 1" });
+    sql
+}
+
+fn bind_insert<'q>(
+    query: db::Query<'q>,
+    c: &'q ChallengeRow,
+    deliveries: &[NewDelivery<'_>],
+    event: Option<&'q NewEvent<'q>>,
+) -> Result<db::Query<'q>> {
+    let mut query = bind_challenge(query, c);
+    if !deliveries.is_empty() {
+        query = query.bind(serde_json::to_string(deliveries)?);
+    }
+    if let Some(event) = event {
+        query = event.bind_to(query);
+    }
+    Ok(query)
 }
 
 fn bind_challenge<'q>(query: db::Query<'q>, c: &'q ChallengeRow) -> db::Query<'q> {
@@ -349,9 +424,8 @@ pub async fn extend(conn: &mut Tx, id: &str, now: i64, expires_at: i64) -> Resul
     Ok(done.rows_affected() == 1)
 }
 
-/// Creation times (Unix ms) of the user's newest `limit` push challenges since `since`,
-/// newest first.
-async fn recent_push_times(conn: &mut Tx, user_id: &str, since: i64, limit: i64, now: i64) -> Result<Vec<RecentPush>> {
+/// The user's newest `limit` push challenges since `since` (Unix ms), newest first.
+async fn recent_pushes(db: Db<'_>, user_id: &str, since: i64, limit: i64, now: i64) -> Result<Vec<RecentPush>> {
     let rows: Vec<(i64, String, i64)> = db::query(
         "SELECT created_at, status, expires_at FROM challenges WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
          ORDER BY created_at DESC LIMIT $3",
@@ -359,7 +433,7 @@ async fn recent_push_times(conn: &mut Tx, user_id: &str, since: i64, limit: i64,
     .bind(user_id)
     .bind(since)
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
@@ -370,49 +444,82 @@ async fn recent_push_times(conn: &mut Tx, user_id: &str, since: i64, limit: i64,
         .collect())
 }
 
-/// The user's active devices, oldest first, and, when there are any, [`recent_push_times`].
-/// On PostgreSQL one statement; on SQLite, two.
-pub async fn devices_and_recent_pushes(
-    conn: &mut Tx,
+/// What a new push challenge is decided on: the user's active devices and recent pushes,
+/// with the `challenge_seq` and push lock they were read at.
+#[derive(Debug)]
+pub struct PushSnapshot {
+    /// The user's active devices, oldest first; never empty.
+    pub devices: Vec<super::devices::DeviceRow>,
+    /// The user's newest push challenges of the anti-fatigue window, newest first.
+    pub recent: Vec<RecentPush>,
+    /// The user's `challenge_seq`: [`insert_unless_changed`] takes it.
+    pub seq: i64,
+    /// Whether push is locked for the user after a fraud report.
+    pub push_locked: bool,
+}
+
+/// Reads the user's [`PushSnapshot`] (at most `limit` recent pushes since `since`); `None` when
+/// the user has no active device. On PostgreSQL one statement. On SQLite two, the sequence
+/// read first: a challenge created between them moves the sequence past the one returned.
+/// Inside a transaction after [`lock_user`], nothing can change between them.
+pub async fn push_snapshot<'e>(
+    db: impl Into<Db<'e>>,
     user_id: &str,
     since: i64,
     limit: i64,
     now: i64,
-) -> Result<(Vec<super::devices::DeviceRow>, Vec<RecentPush>)> {
-    if conn.backend() == Backend::Sqlite {
-        let devices = super::devices::list_for_user(&mut *conn, user_id, false).await?;
-        let recent =
-            if devices.is_empty() { Vec::new() } else { recent_push_times(conn, user_id, since, limit, now).await? };
-        return Ok((devices, recent));
-    }
+) -> Result<Option<PushSnapshot>> {
+    let mut db = db.into();
+    let postgres = db.backend() == Backend::Postgres;
+    // On PostgreSQL the recent pushes ride along as one JSON column.
+    let recent = if postgres {
+        "(SELECT json_agg(json_build_array(r.created_at, r.live) ORDER BY r.created_at DESC)
+          FROM (SELECT created_at, status = 'pending' AND expires_at > $4 AS live FROM challenges
+                WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
+                ORDER BY created_at DESC LIMIT $3) r)::text"
+    } else {
+        "NULL"
+    };
     let sql = format!(
-        "SELECT {}, (SELECT json_agg(json_build_array(r.created_at, r.live) ORDER BY r.created_at DESC)
-                     FROM (SELECT created_at, status = 'pending' AND expires_at > $4 AS live FROM challenges
-                           WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
-                           ORDER BY created_at DESC LIMIT $3) r)::text AS recent
-         FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
+        "SELECT {}, u.challenge_seq, u.push_locked_at, {recent} AS recent
+         FROM devices, (SELECT challenge_seq, push_locked_at FROM users WHERE id = $1) u
+         WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
         super::devices::COLUMNS
     );
-    let rows: Vec<DeviceWithRecent> =
-        db::query(sql).bind(user_id).bind(since).bind(limit).bind(now).fetch_all(conn).await?;
-    let recent = match rows.first().and_then(|r| r.recent.as_deref()) {
+    let mut query = db::query(sql).bind(user_id);
+    if postgres {
+        query = query.bind(since).bind(limit).bind(now);
+    }
+    let rows: Vec<SnapshotRow> = query.fetch_all(db.reborrow()).await?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    let (seq, push_locked) = (first.seq, first.push_locked);
+    let recent = match &first.recent {
         Some(json) => serde_json::from_str::<Vec<(i64, bool)>>(json)?
             .into_iter()
             .map(|(created_at, live_pending)| RecentPush { created_at, live_pending })
             .collect(),
-        None => Vec::new(),
+        None if postgres => Vec::new(),
+        None => recent_pushes(db, user_id, since, limit, now).await?,
     };
-    Ok((rows.into_iter().map(|r| r.device).collect(), recent))
+    let devices = rows.into_iter().map(|r| r.device).collect();
+    Ok(Some(PushSnapshot { devices, recent, seq, push_locked }))
 }
 
-struct DeviceWithRecent {
+struct SnapshotRow {
     device: super::devices::DeviceRow,
+    seq: i64,
+    push_locked: bool,
     recent: Option<String>,
 }
 
-impl db::FromRow for DeviceWithRecent {
+impl db::FromRow for SnapshotRow {
     fn from_row(row: &db::Row<'_>) -> Result<Self> {
-        Ok(DeviceWithRecent { device: super::devices::DeviceRow::from_row(row)?, recent: row.get("recent")? })
+        Ok(SnapshotRow {
+            device: super::devices::DeviceRow::from_row(row)?,
+            seq: row.get("challenge_seq")?,
+            push_locked: row.get::<Option<i64>>("push_locked_at")?.is_some(),
+            recent: row.get("recent")?,
+        })
     }
 }
 

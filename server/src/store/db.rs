@@ -257,6 +257,25 @@ pub enum Db<'c> {
 #[derive(Debug, Clone, Copy)]
 pub struct Autocommit<'c>(pub(super) &'c Store);
 
+impl Db<'_> {
+    /// The backend the statement will run on.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Store(store) | Db::Autocommit(store) => store.backend(),
+            Db::Tx(tx) => tx.backend(),
+        }
+    }
+
+    /// The same place, for one more statement.
+    pub fn reborrow(&mut self) -> Db<'_> {
+        match self {
+            Db::Store(store) => Db::Store(store),
+            Db::Tx(tx) => Db::Tx(tx),
+            Db::Autocommit(store) => Db::Autocommit(store),
+        }
+    }
+}
+
 impl<'c> From<Autocommit<'c>> for Db<'c> {
     fn from(a: Autocommit<'c>) -> Self {
         Db::Autocommit(a.0)

@@ -478,7 +478,10 @@ async fn long_poll_wakes_on_decision(db: Db) {
     };
     let (polled, answered) = tokio::join!(poll, approve);
     answered.expect(200);
-    assert_eq!(polled.expect(200)["status"], "approved");
+    let polled = polled.expect(200);
+    assert_eq!(polled["status"], "approved");
+    // What the waiter was told is what a read tells afterwards.
+    assert_eq!(polled, rp.get(&format!("/v1/challenges/{id}")).await.expect(200));
     // wait=0 answers at once with pending.
     let (id, _) = new_challenge(&rp, json!({"user_id": "olga"})).await;
     assert_eq!(rp.get(&format!("/v1/challenges/{id}?wait=0")).await.body["status"], "pending");

@@ -16,6 +16,7 @@ both_databases!(
     a_verdict_and_its_event_are_written_once,
     a_proof_id_is_recorded_once_and_never_for_a_revoked_device,
     push_targets_are_the_active_devices_with_the_recent_pushes,
+    a_push_challenge_is_stored_only_while_its_snapshot_is_current,
 );
 
 async fn count_keys(store: &store::Store, name: &str) -> i64 {
@@ -228,42 +229,59 @@ async fn a_proof_id_is_recorded_once_and_never_for_a_revoked_device(db: Db) {
     use store::devices::check_proof;
     let app = TestApp::new(db).await;
     let store = &app.state.store;
+    // Kept past the real clock: the cleanup worker deletes expired ids while the test runs.
+    const KEEP: i64 = i64::MAX;
     let mut tx = store.begin().await.unwrap();
     store::devices::insert(&mut tx, &device("dev_proof", "usr_proof", 1_000)).await.unwrap();
     tx.commit().await.unwrap();
 
     // New id, last seen long enough ago: recorded, and last_seen_at moves.
-    let first = check_proof(store, "dev_proof", "jti-1", 9_000, 70_000, 10_000).await.unwrap().unwrap();
+    let first = check_proof(store, "dev_proof", "jti-1", KEEP, 70_000, 10_000).await.unwrap().unwrap();
     assert!(first.fresh);
     assert_eq!((first.device.id.as_str(), first.device.last_seen_at), ("dev_proof", Some(1_000)));
     assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
 
     // The same id again is a replay; a new one seen recently leaves last_seen_at alone.
-    assert!(!check_proof(store, "dev_proof", "jti-1", 9_000, 71_000, 11_000).await.unwrap().unwrap().fresh);
-    assert!(check_proof(store, "dev_proof", "jti-2", 9_000, 72_000, 12_000).await.unwrap().unwrap().fresh);
+    assert!(!check_proof(store, "dev_proof", "jti-1", KEEP, 71_000, 11_000).await.unwrap().unwrap().fresh);
+    assert!(check_proof(store, "dev_proof", "jti-2", KEEP, 72_000, 12_000).await.unwrap().unwrap().fresh);
     assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
 
     // A replay does not move last_seen_at even when it is due.
-    assert!(!check_proof(store, "dev_proof", "jti-2", 9_000, 200_000, 140_000).await.unwrap().unwrap().fresh);
+    assert!(!check_proof(store, "dev_proof", "jti-2", KEEP, 200_000, 140_000).await.unwrap().unwrap().fresh);
     assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
 
     // Revoked: reported as such, and neither the id nor the time is written.
     let mut tx = store.begin().await.unwrap();
     assert!(store::devices::revoke(&mut tx, "usr_proof", "dev_proof", 80_000).await.unwrap());
     tx.commit().await.unwrap();
-    let revoked = check_proof(store, "dev_proof", "jti-3", 9_000, 300_000, 240_000).await.unwrap().unwrap();
+    let revoked = check_proof(store, "dev_proof", "jti-3", KEEP, 300_000, 240_000).await.unwrap().unwrap();
     assert_eq!((revoked.device.revoked_at, revoked.fresh), (Some(80_000), false));
     assert_eq!(count(store, "SELECT COUNT(*) FROM proof_jtis WHERE jti = $1", "jti-3").await, 0);
     assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
 
-    assert!(check_proof(store, "dev_nobody", "jti-4", 9_000, 1, 0).await.unwrap().is_none());
+    assert!(check_proof(store, "dev_nobody", "jti-4", KEEP, 1, 0).await.unwrap().is_none());
     assert_eq!(count(store, "SELECT COUNT(*) FROM proof_jtis WHERE jti = $1", "jti-4").await, 0);
 }
 
+fn user(id: &str) -> store::users::UserRow {
+    store::users::UserRow {
+        id: id.to_owned(),
+        display_name: None,
+        phone: None,
+        phone_verified: 0,
+        email: None,
+        email_verified: 0,
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
 async fn push_targets_are_the_active_devices_with_the_recent_pushes(db: Db) {
+    use store::challenges::push_snapshot;
     let app = TestApp::new(db).await;
     let store = &app.state.store;
     let mut tx = store.begin().await.unwrap();
+    store::users::upsert(&mut tx, &user("usr_combined")).await.unwrap();
     store::devices::insert(&mut tx, &device("dev_new", "usr_combined", 2_000)).await.unwrap();
     store::devices::insert(&mut tx, &device("dev_old", "usr_combined", 1_000)).await.unwrap();
     store::devices::insert(&mut tx, &device("dev_gone", "usr_combined", 1_500)).await.unwrap();
@@ -282,19 +300,96 @@ async fn push_targets_are_the_active_devices_with_the_recent_pushes(db: Db) {
             (at, status.to_owned(), expires_at, factor.to_owned());
         store::challenges::insert(&mut tx, &row, &[], None).await.unwrap();
     }
-    let (devices, recent) =
-        store::challenges::devices_and_recent_pushes(&mut tx, "usr_combined", 2_000, 10, 10_000).await.unwrap();
-    let ids: Vec<_> = devices.iter().map(|d| d.id.as_str()).collect();
+    let locked = store::challenges::lock_user(&mut tx, "usr_combined").await.unwrap().unwrap();
+    assert_eq!(locked.push_locked_at, None);
+    let snapshot = push_snapshot(&mut tx, "usr_combined", 2_000, 10, 10_000).await.unwrap().unwrap();
+    let ids: Vec<_> = snapshot.devices.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["dev_old", "dev_new"]);
-    let pushes: Vec<_> = recent.iter().map(|r| (r.created_at, r.live_pending)).collect();
+    let pushes: Vec<_> = snapshot.recent.iter().map(|r| (r.created_at, r.live_pending)).collect();
     assert_eq!(pushes, [(7_000, false), (6_000, true), (5_000, false)]);
+    assert_eq!((snapshot.seq, snapshot.push_locked), (1, false));
 
     // Newest first, at most `limit`.
-    let (_, recent) =
-        store::challenges::devices_and_recent_pushes(&mut tx, "usr_combined", 2_000, 2, 10_000).await.unwrap();
-    assert_eq!(recent.iter().map(|r| r.created_at).collect::<Vec<_>>(), [7_000, 6_000]);
+    let snapshot = push_snapshot(&mut tx, "usr_combined", 2_000, 2, 10_000).await.unwrap().unwrap();
+    assert_eq!(snapshot.recent.iter().map(|r| r.created_at).collect::<Vec<_>>(), [7_000, 6_000]);
 
-    let (devices, recent) =
-        store::challenges::devices_and_recent_pushes(&mut tx, "usr_nobody", 0, 10, 10_000).await.unwrap();
-    assert!(devices.is_empty() && recent.is_empty());
+    assert!(push_snapshot(&mut tx, "usr_nobody", 0, 10, 10_000).await.unwrap().is_none());
+    tx.commit().await.unwrap();
+
+    // Outside a transaction it reads the same; a fraud report shows.
+    let mut tx = store.begin().await.unwrap();
+    assert!(store::challenges::set_push_lock(&mut tx, "usr_combined", Some(9_000)).await.unwrap());
+    tx.commit().await.unwrap();
+    let snapshot = push_snapshot(store.reader(), "usr_combined", 2_000, 10, 10_000).await.unwrap().unwrap();
+    assert_eq!((snapshot.devices.len(), snapshot.recent.len(), snapshot.seq, snapshot.push_locked), (2, 3, 1, true));
+}
+
+async fn a_push_challenge_is_stored_only_while_its_snapshot_is_current(db: Db) {
+    use store::challenges::{NewDelivery, insert_unless_changed, push_snapshot};
+    let app = TestApp::new(db).await;
+    let store = app.state.store.clone();
+    let mut tx = store.begin().await.unwrap();
+    store::users::upsert(&mut tx, &user("usr_combined")).await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_one", "usr_combined", 1_000)).await.unwrap();
+    tx.commit().await.unwrap();
+    let deliveries = [NewDelivery { device_id: "dev_one", provider: "none", status: "not_sent" }];
+    let seq = push_snapshot(&store, "usr_combined", 0, 10, 2_000).await.unwrap().unwrap().seq;
+
+    let first = event("evt_first", "challenge.created");
+    assert!(insert_unless_changed(&store, seq, &challenge("chl_first"), &deliveries, &first).await.unwrap());
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM push_deliveries WHERE challenge_id = $1", "chl_first").await, 1);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_first").await, 1);
+    let snapshot = push_snapshot(&store, "usr_combined", 0, 10, 2_000).await.unwrap().unwrap();
+    assert_eq!((snapshot.seq, snapshot.recent.len()), (seq + 1, 1));
+
+    // The same snapshot again: the first insert moved the sequence, so nothing is written.
+    let stale = event("evt_stale", "challenge.created");
+    assert!(!insert_unless_changed(&store, seq, &challenge("chl_stale"), &deliveries, &stale).await.unwrap());
+    for (sql, key) in [
+        ("SELECT COUNT(*) FROM challenges WHERE id = $1", "chl_stale"),
+        ("SELECT COUNT(*) FROM push_deliveries WHERE challenge_id = $1", "chl_stale"),
+        ("SELECT COUNT(*) FROM events WHERE id = $1", "evt_stale"),
+    ] {
+        assert_eq!(count(&store, sql, key).await, 0, "{sql}");
+    }
+
+    // A challenge created under the lock while the insert waits for it: once it commits the
+    // snapshot is stale, whichever of the two reached the user's row first.
+    let seq = seq + 1;
+    let mut tx = store.begin().await.unwrap();
+    store::challenges::lock_user(&mut tx, "usr_combined").await.unwrap().unwrap();
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let raced = event("evt_raced", "challenge.created");
+            insert_unless_changed(&store, seq, &challenge("chl_raced"), &[], &raced).await.unwrap()
+        }
+    });
+    tokio::task::yield_now().await;
+    tx.commit().await.unwrap();
+    assert!(!waiting.await.unwrap());
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM challenges WHERE id = $1", "chl_raced").await, 0);
+
+    // A fraud report does not move the sequence, but refuses the insert all the same.
+    let seq = seq + 1;
+    let mut tx = store.begin().await.unwrap();
+    assert!(store::challenges::set_push_lock(&mut tx, "usr_combined", Some(3_000)).await.unwrap());
+    tx.commit().await.unwrap();
+    let locked = event("evt_locked", "challenge.created");
+    assert!(!insert_unless_changed(&store, seq, &challenge("chl_locked"), &[], &locked).await.unwrap());
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM challenges WHERE id = $1", "chl_locked").await, 0);
+
+    // A reused idempotency key fails as a unique violation, for the caller to replay.
+    let mut tx = store.begin().await.unwrap();
+    assert!(store::challenges::set_push_lock(&mut tx, "usr_combined", None).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut keyed = challenge("chl_keyed");
+    keyed.idempotency_key = Some("key-1".to_owned());
+    let once = event("evt_keyed", "challenge.created");
+    assert!(insert_unless_changed(&store, seq, &keyed, &[], &once).await.unwrap());
+    keyed.id = "chl_keyed_again".to_owned();
+    let twice = event("evt_keyed_again", "challenge.created");
+    let failed = insert_unless_changed(&store, seq + 1, &keyed, &[], &twice).await;
+    assert!(matches!(failed, Err(assent_server::error::Error::Database(e)) if e.is_unique_violation()));
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_keyed_again").await, 0);
 }
