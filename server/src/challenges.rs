@@ -488,8 +488,8 @@ async fn create_push_unlocked(state: &AppState, draft: &Draft) -> Result<Option<
     Ok(Some(draft.push_created(number)))
 }
 
-/// Creates a challenge with the user's row locked: codes, and push challenges that supersede
-/// one, are refused, or raced [`create_push_unlocked`].
+/// Creates a challenge with the user's row locked: every code, and every push challenge
+/// [`create_push_unlocked`] left alone (one that supersedes, is refused, or lost a race).
 async fn create_locked(
     state: &AppState,
     draft: Draft,

@@ -149,15 +149,8 @@ fn params(range: std::ops::Range<usize>) -> String {
 /// with a guard the inserts happen only if it moved the sequence, and the statement returns
 /// one row if they did.
 fn insert_with_cte(guarded: bool, deliveries: &[NewDelivery<'_>], event: Option<&NewEvent<'_>>) -> String {
-    let mut sql = String::from("WITH ");
-    let from_guard = if guarded {
-        let seq = 20 + usize::from(!deliveries.is_empty()) + if event.is_some() { 6 } else { 0 };
-        sql.push_str(&format!("guard AS ({} RETURNING 1), ", bump_unless_changed("$2", &format!("${seq}"))));
-        " FROM guard"
-    } else {
-        ""
-    };
-    sql.push_str(&format!("challenge AS (INSERT INTO challenges ({COLUMNS}) SELECT {}{from_guard})", params(1..20)));
+    let from_guard = if guarded { " FROM guard" } else { "" };
+    let mut sql = format!("challenge AS (INSERT INTO challenges ({COLUMNS}) SELECT {}{from_guard})", params(1..20));
     let mut next = 20;
     if !deliveries.is_empty() {
         let from = if guarded { "guard, " } else { "" };
@@ -171,9 +164,15 @@ fn insert_with_cte(guarded: bool, deliveries: &[NewDelivery<'_>], event: Option<
     }
     if event.is_some() {
         sql.push_str(&format!(", logged AS ({} SELECT {}{from_guard})", super::events::INSERT, params(next..next + 6)));
+        next += 6;
     }
-    sql.push_str(if guarded { " SELECT 1 FROM guard" } else { " SELECT 1" });
-    sql
+    if guarded {
+        // The guard comes first (a CTE sees only those before it); its parameter comes last.
+        let guard = bump_unless_changed("$2", &format!("${next}"));
+        format!("WITH guard AS ({guard} RETURNING 1), {sql} SELECT 1 FROM guard")
+    } else {
+        format!("WITH {sql} SELECT 1")
+    }
 }
 
 fn bind_insert<'q>(

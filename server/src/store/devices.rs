@@ -190,7 +190,7 @@ impl db::FromRow for WithFresh {
 }
 
 /// Records the time of an authenticated request.
-pub async fn touch(conn: &mut Tx, id: &str, now: i64) -> Result<()> {
+async fn touch(conn: &mut Tx, id: &str, now: i64) -> Result<()> {
     db::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2").bind(now).bind(id).execute(conn).await?;
     Ok(())
 }
