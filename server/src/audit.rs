@@ -169,7 +169,7 @@ pub async fn publish(
         serde_json::to_string(&serde_json::json!({ "type": kind, "timestamp": timestamp, "data": body_data }))?;
     let mut queued = false;
     for endpoint in webhooks.iter().filter(|e| e.wants(kind)) {
-        let id = format!("msg_{}", hex::encode(crate::ids::random_bytes::<16>()));
+        let id = crate::ids::new_id(crate::ids::IdKind::WebhookMessage);
         crate::store::webhooks::enqueue(conn, &id, &endpoint.url, kind, &payload, to_millis(at)).await?;
         queued = true;
     }
