@@ -53,7 +53,7 @@ pub fn new_id(kind: IdKind) -> String {
     let mut bytes = [0u8; 16];
     // 48 bits of milliseconds last until the year 10889.
     bytes[..6].copy_from_slice(&(millis as u64).to_be_bytes()[2..]);
-    OsRng.fill_bytes(&mut bytes[6..]);
+    bytes[6..].copy_from_slice(&random_bytes::<10>());
     format!("{}{}", kind.prefix(), hex::encode(bytes))
 }
 
