@@ -17,13 +17,13 @@ use utoipa::ToSchema;
 
 use crate::audit::{self, Actor};
 use crate::clock::{from_millis, to_millis};
-use crate::devices::AuthenticatedDevice;
+use crate::devices::{AuthenticatedDevice, VerifiedProof};
 use crate::error::{Error, Result};
 use crate::fallback::OtpChannel;
 use crate::ids::{IdKind, new_id};
 use crate::otp;
 use crate::state::AppState;
-use crate::store::challenges::{ChallengeRow, NewDelivery, Verdict};
+use crate::store::challenges::{Answered, ChallengeRow, NewDelivery, Verdict};
 use crate::store::{self, Tx, users::UserRow};
 use crate::users::UserId;
 
@@ -847,7 +847,7 @@ pub async fn pending_for_device(state: &AppState, device: &AuthenticatedDevice) 
 
 /// One challenge addressed to the device, if it can still be answered.
 pub async fn one_for_device(state: &AppState, device: &AuthenticatedDevice, id: &str) -> Result<DeviceChallenge> {
-    let row = load_for_device(state, device, id).await?;
+    let row = load_for_device(state, &device.row.id, id).await?;
     let fetched = Fetched::of(&row, &device.row.id);
     state.fetched.keep(&row.id, fetched, to_millis(state.now()));
     Ok(DeviceChallenge { id: row.id, jws: row.jws.unwrap_or_default() })
@@ -909,8 +909,8 @@ impl FetchedChallenges {
     }
 }
 
-async fn load_for_device(state: &AppState, device: &AuthenticatedDevice, id: &str) -> Result<ChallengeRow> {
-    let row = store::challenges::get_addressed_to(state.store.reader(), id, &device.row.id)
+async fn load_for_device(state: &AppState, device_id: &str, id: &str) -> Result<ChallengeRow> {
+    let row = store::challenges::get_addressed_to(state.store.reader(), id, device_id)
         .await?
         .ok_or(Error::NotFound("challenge"))?;
     let row = expire_if_due(state, row).await?;
@@ -922,76 +922,55 @@ async fn load_for_device(state: &AppState, device: &AuthenticatedDevice, id: &st
 }
 
 /// Verifies and applies a device's signed answer (DESIGN section 4, step 5), exactly once.
-pub async fn respond(
-    state: &AppState,
-    device: &AuthenticatedDevice,
-    id: &str,
-    response: &str,
-) -> Result<ResponseOutcome> {
-    let bad = |e: assent_protocol::Error| Error::bad_request("invalid_response", e.to_string());
-    let unverified = jws::decode(response, JwsType::Response).map_err(bad)?;
-    if unverified.header().kid() != Some(device.row.id.as_str()) {
-        return Err(Error::bad_request("invalid_response", "the response kid is not this device"));
-    }
-    let verified = unverified.verify(&device.key).map_err(bad)?;
-    let claims: ResponseClaims = verified.claims().map_err(bad)?;
-    if claims.jti != id {
-        return Err(Error::bad_request("invalid_response", "the response is for another challenge"));
-    }
+///
+/// The request's proof is recorded in the commit of the decision, so an answer costs one
+/// commit; an answer refused before that records the proof on its own.
+pub async fn respond(state: &AppState, proof: &VerifiedProof, id: &str, response: &str) -> Result<ResponseOutcome> {
+    let answer = match check_answer(state, proof, id, response).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            proof.record(state).await?;
+            return Err(e);
+        }
+    };
     let now = state.now();
-    if !within_clock_skew(claims.iat, now.unix_timestamp()) {
-        return Err(Error::bad_request("stale_response", "iat is more than 60 seconds from the server's time"));
-    }
-    // The phone fetched the challenge before answering; usually from this server.
-    let challenge = match state.fetched.take(id, &device.row.id) {
-        Some(fetched) => fetched,
-        None => Fetched::of(&load_for_device(state, device, id).await?, &device.row.id),
-    };
-    if claims.chash != challenge.chash {
-        return Err(Error::invalid(
-            "chash_mismatch",
-            "the response does not cover this challenge as the server signed it",
-        ));
-    }
-    let (status, reason) = match claims.decision {
-        Decision::Approve => match challenge.number {
-            Some(expected) if claims.number.map(i64::from) != Some(expected) => ("denied", Some("number_mismatch")),
-            _ => ("approved", None),
-        },
-        Decision::Deny => ("denied", None),
-        Decision::Fraud => ("fraud_reported", None),
-    };
-
+    let device_id = proof.device_id.as_str();
+    let (status, reason) = answer.verdict();
     let verdict = Verdict {
         id,
         status,
         reason,
         now: to_millis(now),
-        device_id: Some(&device.row.id),
+        device_id: Some(device_id),
         evidence: Some(response),
-        user_verified: Some(claims.uv),
+        user_verified: Some(answer.claims.uv),
     };
-    let actor = Actor::Device(device.row.id.clone());
+    let actor = Actor::Device(device_id.to_owned());
     let kind = format!("challenge.{status}");
-    let mut data = serde_json::json!({ "challenge_id": id, "status": status, "device_id": device.row.id, "user_verified": claims.uv });
+    let mut data = serde_json::json!({ "challenge_id": id, "status": status, "device_id": device_id, "user_verified": answer.claims.uv });
     if let Some(reason) = reason {
         data["reason"] = reason.into();
     }
     // The common answer (no fraud lock, no webhook to queue) is one write the store can
     // commit in a single round trip; the rest takes a transaction.
-    let decided = if claims.decision != Decision::Fraud && !state.config.webhooks.iter().any(|e| e.wants(&kind)) {
-        let event = audit::Entry::new(now, &kind, Some(&challenge.user_id), &actor, &data)?;
-        store::challenges::decide_recorded(&state.store, &verdict, &event.row()).await?.then_some(false)
+    let fraud = answer.claims.decision == Decision::Fraud;
+    let (answered, queued) = if !fraud && !state.config.webhooks.iter().any(|e| e.wants(&kind)) {
+        let event = audit::Entry::new(now, &kind, Some(&answer.challenge.user_id), &actor, &data)?;
+        (store::challenges::decide_answer(&state.store, &proof.to_use(), &verdict, &event.row()).await?, false)
     } else {
-        decide_with_consequences(state, &verdict, &challenge.user_id, claims.decision, &actor, &kind, data).await?
+        decide_with_consequences(state, proof, &verdict, &answer, &actor, &kind, data).await?
     };
-    let Some(queued) = decided else {
-        let row = load(state, id).await?;
-        return Err(match row.status.as_str() {
-            "expired" => Error::gone("challenge_expired", "the challenge expired"),
-            other => Error::conflict("already_decided", format!("the challenge is {other}")),
-        });
-    };
+    match answered {
+        Answered::Decided => {}
+        Answered::ProofRefused(refused) => return Err(refused.into()),
+        Answered::NotPending => {
+            let row = load(state, id).await?;
+            return Err(match row.status.as_str() {
+                "expired" => Error::gone("challenge_expired", "the challenge expired"),
+                other => Error::conflict("already_decided", format!("the challenge is {other}")),
+            });
+        }
+    }
     state.wake.challenge_changed(id);
     if queued {
         state.wake.outbox.notify_one();
@@ -999,32 +978,91 @@ pub async fn respond(
     Ok(ResponseOutcome { id: id.to_owned(), status: status.to_owned() })
 }
 
-/// Applies a device's verdict in a transaction with what follows from it: webhook messages,
-/// and the user's push lock after a fraud report. `None` when the challenge was no longer
-/// pending; otherwise whether a webhook was queued.
+/// A device's answer that checked out, not yet applied.
+struct Answer {
+    claims: ResponseClaims,
+    challenge: Fetched,
+}
+
+impl Answer {
+    /// The status the answer moves the challenge to, and why when the status alone does not say.
+    fn verdict(&self) -> (&'static str, Option<&'static str>) {
+        match self.claims.decision {
+            Decision::Approve => match self.challenge.number {
+                Some(expected) if self.claims.number.map(i64::from) != Some(expected) => {
+                    ("denied", Some("number_mismatch"))
+                }
+                _ => ("approved", None),
+            },
+            Decision::Deny => ("denied", None),
+            Decision::Fraud => ("fraud_reported", None),
+        }
+    }
+}
+
+/// Checks a device's signed answer against the challenge it fetched; writes nothing, unless
+/// the challenge had to be read and turned out to be past its time.
+async fn check_answer(state: &AppState, proof: &VerifiedProof, id: &str, response: &str) -> Result<Answer> {
+    let bad = |e: assent_protocol::Error| Error::bad_request("invalid_response", e.to_string());
+    let unverified = jws::decode(response, JwsType::Response).map_err(bad)?;
+    if unverified.header().kid() != Some(proof.device_id.as_str()) {
+        return Err(Error::bad_request("invalid_response", "the response kid is not this device"));
+    }
+    let verified = unverified.verify(&proof.key).map_err(bad)?;
+    let claims: ResponseClaims = verified.claims().map_err(bad)?;
+    if claims.jti != id {
+        return Err(Error::bad_request("invalid_response", "the response is for another challenge"));
+    }
+    if !within_clock_skew(claims.iat, state.now().unix_timestamp()) {
+        return Err(Error::bad_request("stale_response", "iat is more than 60 seconds from the server's time"));
+    }
+    // The phone fetched the challenge before answering; usually from this server.
+    let challenge = match state.fetched.take(id, &proof.device_id) {
+        Some(fetched) => fetched,
+        None => Fetched::of(&load_for_device(state, &proof.device_id, id).await?, &proof.device_id),
+    };
+    if claims.chash != challenge.chash {
+        return Err(Error::invalid(
+            "chash_mismatch",
+            "the response does not cover this challenge as the server signed it",
+        ));
+    }
+    Ok(Answer { claims, challenge })
+}
+
+/// Applies a device's verdict in a transaction with the request's proof and what follows
+/// from the verdict: webhook messages, and the user's push lock after a fraud report. Also
+/// says whether a webhook was queued.
 async fn decide_with_consequences(
     state: &AppState,
+    proof: &VerifiedProof,
     verdict: &Verdict<'_>,
-    user_id: &str,
-    decision: Decision,
+    answer: &Answer,
     actor: &Actor,
     kind: &str,
     data: serde_json::Value,
-) -> Result<Option<bool>> {
+) -> Result<(Answered, bool)> {
     let mut tx = state.store.begin().await?;
+    if let Err(refused) = store::devices::record_proof(&mut tx, &proof.to_use()).await? {
+        return Ok((Answered::ProofRefused(refused), false));
+    }
     if !store::challenges::decide(&mut tx, verdict).await? {
-        return Ok(None);
+        tx.commit().await?;
+        return Ok((Answered::NotPending, false));
     }
     let now = from_millis(verdict.now);
     let webhooks = &state.config.webhooks;
+    let user_id = answer.challenge.user_id.as_str();
     let mut queued = audit::publish(&mut tx, webhooks, now, kind, Some(user_id), actor, data).await?;
-    if decision == Decision::Fraud && store::challenges::set_push_lock(&mut tx, user_id, Some(verdict.now)).await? {
+    if answer.claims.decision == Decision::Fraud
+        && store::challenges::set_push_lock(&mut tx, user_id, Some(verdict.now)).await?
+    {
         let data = serde_json::json!({ "reason": "fraud_reported", "challenge_id": verdict.id });
         queued |= audit::publish(&mut tx, webhooks, now, "user.locked", Some(user_id), actor, data).await?;
     }
     state.store.notify_challenge(&mut tx, verdict.id).await?;
     tx.commit().await?;
-    Ok(Some(queued))
+    Ok((Answered::Decided, queued))
 }
 
 /// Lifts the fraud lock on push for a user.

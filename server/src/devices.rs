@@ -23,7 +23,7 @@ use crate::clock::{from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::ids::{IdKind, new_id, random_bytes};
 use crate::state::AppState;
-use crate::store::{self, devices::DeviceRow};
+use crate::store::{self, devices::DeviceRow, devices::ProofRefused};
 use crate::users::UserId;
 
 /// `last_seen_at` is refreshed by a device request only when it is at least this old.
@@ -101,6 +101,62 @@ pub struct AuthenticatedDevice {
     pub row: DeviceRow,
     /// Its public key.
     pub key: VerifyingKey,
+}
+
+/// A device request whose proof checked out (signature, method, path, query, body and
+/// freshness) and whose proof id is not recorded yet: [`VerifiedProof::record`] records it
+/// on its own, or a handler records it in the commit of the request's effect
+/// ([`VerifiedProof::to_use`]), and must record it on its own when it refuses the request
+/// before that commit, so that a proof is spent by every request that reached the handler.
+#[derive(Debug, Clone)]
+pub struct VerifiedProof {
+    /// `dev_...`; the device was active when its key was read, if it was read.
+    pub device_id: String,
+    /// The device's public key.
+    pub key: VerifyingKey,
+    jti: String,
+    /// Unix ms until which the proof id is kept.
+    keep_until: i64,
+    /// Unix ms.
+    now: i64,
+}
+
+impl VerifiedProof {
+    /// The proof as the store records it.
+    pub fn to_use(&self) -> store::devices::ProofUse<'_> {
+        store::devices::ProofUse {
+            device_id: &self.device_id,
+            jti: &self.jti,
+            keep_until: self.keep_until,
+            now: self.now,
+            // last_seen_at is kept to the minute: one write per device per minute.
+            seen_before: self.now - LAST_SEEN_RESOLUTION_MS,
+        }
+    }
+
+    /// Records the proof id on its own commit and reads the device: the request is then
+    /// authenticated, unless the device is unknown or revoked or the proof was used before.
+    pub async fn record(&self, state: &AppState) -> Result<AuthenticatedDevice> {
+        let checked =
+            store::devices::check_proof(&state.store, &self.to_use()).await?.ok_or(ProofRefused::UnknownDevice)?;
+        if checked.device.revoked_at.is_some() {
+            return Err(ProofRefused::Revoked.into());
+        }
+        if !checked.fresh {
+            return Err(ProofRefused::Replayed.into());
+        }
+        Ok(AuthenticatedDevice { row: checked.device, key: self.key })
+    }
+}
+
+impl From<ProofRefused> for Error {
+    fn from(refused: ProofRefused) -> Self {
+        match refused {
+            ProofRefused::UnknownDevice => Error::device_unauthorized("unknown_device", "no device with this kid"),
+            ProofRefused::Revoked => Error::device_unauthorized("device_revoked", "this device was revoked"),
+            ProofRefused::Replayed => Error::device_unauthorized("proof_replayed", "this proof was already used"),
+        }
+    }
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -228,7 +284,8 @@ fn validate_push(provider: PushProvider, token: Option<&str>) -> Result<()> {
     }
 }
 
-/// Checks `Authorization: Assent-Proof <JWS>` for a request (DESIGN section 4, device requests).
+/// Checks `Authorization: Assent-Proof <JWS>` for a request (DESIGN section 4, device
+/// requests) and records its proof id.
 pub async fn authenticate(
     state: &AppState,
     authorization: Option<&str>,
@@ -236,22 +293,34 @@ pub async fn authenticate(
     path_and_query: &str,
     body: &[u8],
 ) -> Result<AuthenticatedDevice> {
+    verify_proof(state, authorization, method, path_and_query, body).await?.record(state).await
+}
+
+/// Checks `Authorization: Assent-Proof <JWS>` for a request, all but what needs a write:
+/// revocation (unless the key had to be read), replay and `last_seen_at` are checked where
+/// the proof is recorded (see [`VerifiedProof`]).
+pub async fn verify_proof(
+    state: &AppState,
+    authorization: Option<&str>,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<VerifiedProof> {
     let token = authorization
         .and_then(parse_proof_authorization)
         .ok_or_else(|| Error::device_unauthorized("missing_proof", "send Authorization: Assent-Proof <JWS>"))?;
     let unverified =
         jws::decode(token, JwsType::Proof).map_err(|e| Error::device_unauthorized("invalid_proof", e.to_string()))?;
     let device_id = unverified.header().kid().unwrap_or_default().to_owned();
-    let unknown = || Error::device_unauthorized("unknown_device", "no device with this kid");
-    let revoked = || Error::device_unauthorized("device_revoked", "this device was revoked");
     // A device's key never changes: when it is cached, the signature is checked before the
     // store is asked, and revocation, the proof id and `last_seen_at` take one round trip.
     let key = match state.device_keys.cached(&device_id) {
         Some(key) => key,
         None => {
-            let row = store::devices::get(state.store.reader(), &device_id).await?.ok_or_else(unknown)?;
+            let row =
+                store::devices::get(state.store.reader(), &device_id).await?.ok_or(ProofRefused::UnknownDevice)?;
             if row.revoked_at.is_some() {
-                return Err(revoked());
+                return Err(ProofRefused::Revoked.into());
             }
             state.device_keys.get(&row)?
         }
@@ -269,22 +338,14 @@ pub async fn authenticate(
     if claims.jti.is_empty() || claims.jti.len() > 128 {
         return Err(Error::device_unauthorized("invalid_proof", "jti must be 1 to 128 characters"));
     }
-    // Keep the id as long as a proof with this iat could still be accepted.
-    let keep_until = (claims.iat + 2 * MAX_CLOCK_SKEW_SECS) * 1000;
-    // last_seen_at is kept to the minute: one write per device per minute, not per request.
-    let now_ms = to_millis(now);
-    let seen_before = now_ms - LAST_SEEN_RESOLUTION_MS;
-    let checked = store::devices::check_proof(&state.store, &device_id, &claims.jti, keep_until, now_ms, seen_before)
-        .await?
-        .ok_or_else(unknown)?;
-    if checked.device.revoked_at.is_some() {
-        return Err(revoked());
-    }
-    if !checked.fresh {
-        return Err(Error::device_unauthorized("proof_replayed", "this proof was already used"));
-    }
-    let row = checked.device;
-    Ok(AuthenticatedDevice { row, key })
+    Ok(VerifiedProof {
+        device_id,
+        key,
+        jti: claims.jti,
+        // Keep the id as long as a proof with this iat could still be accepted.
+        keep_until: (claims.iat + 2 * MAX_CLOCK_SKEW_SECS) * 1000,
+        now: to_millis(now),
+    })
 }
 
 /// Parsed device public keys by device id, so a key's JWK is read and its point validated once

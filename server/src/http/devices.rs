@@ -15,12 +15,34 @@ use super::extract::{Json, Path};
 use super::problem::Problem;
 use crate::audit::Actor;
 use crate::challenges::{self, ResponseOutcome};
-use crate::devices::{self, AuthenticatedDevice};
+use crate::devices::{self, AuthenticatedDevice, VerifiedProof};
 use crate::error::{Error, Result};
 
-/// Verifies `Authorization: Assent-Proof` over the method, path, query and body, then hands
-/// the device to the handler.
+/// Verifies `Authorization: Assent-Proof` over the method, path, query and body, records
+/// the proof, then hands the device to the handler.
 pub(super) async fn require_device_proof(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    with_verified_proof(state, request, next, |state, proof| async move { proof.record(&state).await.map(Extension) })
+        .await
+}
+
+/// Verifies `Authorization: Assent-Proof` like [`require_device_proof`], and hands the proof
+/// to the handler unrecorded: the handler records it in the commit of its effect.
+pub(super) async fn require_device_signature(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    with_verified_proof(state, request, next, |_, proof| async move { Ok(Extension(proof)) }).await
+}
+
+/// Reads the body, verifies the request's proof, and runs the handler with what `accept`
+/// makes of the proof as an extension.
+async fn with_verified_proof<T, F>(
+    state: AppState,
+    request: Request,
+    next: Next,
+    accept: impl FnOnce(AppState, VerifiedProof) -> F,
+) -> Response
+where
+    T: Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Extension<T>>>,
+{
     let (mut parts, body) = request.into_parts();
     let body = match to_bytes(body, state.config.max_body_bytes).await {
         Ok(bytes) => bytes,
@@ -31,11 +53,15 @@ pub(super) async fn require_device_proof(State(state): State<AppState>, request:
     };
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    match devices::authenticate(&state, authorization, parts.method.as_str(), path_and_query, &body).await {
-        Ok(device) => {
-            parts.extensions.insert(device);
-            next.run(Request::from_parts(parts, Body::from(body))).await
-        }
+    let verified = devices::verify_proof(&state, authorization, parts.method.as_str(), path_and_query, &body).await;
+    match verified.map(|proof| accept(state, proof)) {
+        Ok(accepted) => match accepted.await {
+            Ok(Extension(value)) => {
+                parts.extensions.insert(value);
+                next.run(Request::from_parts(parts, Body::from(body))).await
+            }
+            Err(e) => e.into_response(),
+        },
         Err(e) => e.into_response(),
     }
 }
@@ -95,11 +121,19 @@ pub(super) async fn get_challenge(
               (status = 422, description = "chash_mismatch", body = Problem)))]
 pub(super) async fn respond(
     State(state): State<AppState>,
-    Extension(device): Extension<AuthenticatedDevice>,
+    Extension(proof): Extension<VerifiedProof>,
     Path(id): Path<String>,
-    Json(body): Json<ChallengeResponseRequest>,
-) -> Result<Json<ResponseOutcome>> {
-    Ok(Json(challenges::respond(&state, &device, &id, &body.response).await?))
+    body: Result<Json<ChallengeResponseRequest>, Problem>,
+) -> Result<Json<ResponseOutcome>, Response> {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(problem) => {
+            // Refused before any decision: the request's proof is spent all the same.
+            proof.record(&state).await.map_err(IntoResponse::into_response)?;
+            return Err(problem.into_response());
+        }
+    };
+    challenges::respond(&state, &proof, &id, &body.response).await.map(Json).map_err(IntoResponse::into_response)
 }
 
 /// Replaces this device's push registration.

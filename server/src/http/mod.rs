@@ -112,9 +112,14 @@ fn device_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(devices::list_challenges))
         .routes(routes!(devices::get_challenge))
-        .routes(routes!(devices::respond))
         .routes(routes!(devices::put_push_token))
         .routes(routes!(devices::unenroll))
+}
+
+/// The device's answer to a challenge: its proof is recorded in the commit of the decision
+/// (see `challenges::respond`), not ahead of the handler.
+fn device_answer_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(devices::respond))
 }
 
 /// Routes anyone may call.
@@ -134,9 +139,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, rp) = rp_routes().split_for_parts();
     let (_, public) = public_routes().split_for_parts();
     let (_, device) = device_routes().split_for_parts();
+    let (_, device_answer) = device_answer_routes().split_for_parts();
     let mut doc = ApiDoc::openapi();
     doc.merge(rp);
     doc.merge(device);
+    doc.merge(device_answer);
     doc.merge(public);
     doc
 }
@@ -148,12 +155,16 @@ pub fn router(state: AppState) -> Router {
     let (public, _) = public_routes().split_for_parts();
     let (device, _) = device_routes().split_for_parts();
     let device = device.route_layer(middleware::from_fn_with_state(state.clone(), devices::require_device_proof));
+    let (device_answer, _) = device_answer_routes().split_for_parts();
+    let device_answer =
+        device_answer.route_layer(middleware::from_fn_with_state(state.clone(), devices::require_device_signature));
 
     let demo = if state.demo.is_some() { demo::routes() } else { Router::new() };
     Router::new()
         .merge(demo)
         .merge(rp)
         .merge(device)
+        .merge(device_answer)
         .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

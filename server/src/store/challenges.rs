@@ -1,6 +1,7 @@
 //! Challenges and their per-device push deliveries. A challenge leaves `pending` through
 //! one conditional UPDATE, so it is decided exactly once whatever races.
 
+use super::devices::{ProofRefused, ProofUse};
 use super::events::NewEvent;
 use super::{Backend, Db, Store, Tx, db};
 
@@ -326,32 +327,63 @@ pub async fn decide(conn: &mut Tx, verdict: &Verdict<'_>) -> Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
-/// [`decide`], the verdict's audit event and the announcement to other replicas, committed
-/// together. On PostgreSQL this is one statement run on its own (data-modifying CTEs; the
-/// `NOTIFY` goes out at its commit): one round trip where a transaction takes five. On
-/// SQLite, a transaction. Returns false as [`decide`] does, and then nothing is written.
-pub async fn decide_recorded(store: &Store, verdict: &Verdict<'_>, event: &NewEvent<'_>) -> Result<bool> {
+/// What became of a device's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// The challenge is decided and the proof recorded.
+    Decided,
+    /// The challenge was no longer pending (decided, cancelled or expired); the proof is
+    /// recorded all the same.
+    NotPending,
+    /// The proof was refused; nothing was written.
+    ProofRefused(ProofRefused),
+}
+
+/// A device's answer committed at once with what makes it count: the proof of the request
+/// that carried it ([`super::devices::record_proof`]), [`decide`], the verdict's audit event
+/// and the announcement to other replicas. On PostgreSQL this is one statement run on its
+/// own (data-modifying CTEs; the `NOTIFY` goes out at its commit): one round trip where a
+/// proof check and a transaction took six. On SQLite, one transaction.
+pub async fn decide_answer(
+    store: &Store,
+    proof: &ProofUse<'_>,
+    verdict: &Verdict<'_>,
+    event: &NewEvent<'_>,
+) -> Result<Answered> {
     if store.backend() == Backend::Postgres {
+        // One row while the device exists: its revocation, whether the proof was recorded, and
+        // whether the challenge was decided (then announced; a function in FROM always runs).
         let sql = format!(
-            "WITH decided AS ({DECIDE} RETURNING id),
-                  logged AS ({} SELECT $8, $9, $10, $11, $12, $13 FROM decided)
-             SELECT pg_notify($14, id) FROM decided",
+            "WITH {},
+                  decided AS ({DECIDE} AND EXISTS (SELECT 1 FROM proof) RETURNING id),
+                  logged AS ({} SELECT $8, $9, $10, $11, $12, $13 FROM decided),
+                  announced AS (SELECT 1 FROM decided, pg_notify($14, decided.id))
+             SELECT device.revoked_at, EXISTS (SELECT 1 FROM proof) AS fresh,
+                    EXISTS (SELECT 1 FROM announced) AS decided
+             FROM device",
+            super::devices::proof_ctes(15),
             super::events::INSERT
         );
-        let announced = event
-            .bind_to(bind_verdict(db::query(sql), verdict))
-            .bind(super::notify::CHANNEL)
-            .execute(store.autocommit())
-            .await?;
-        return Ok(announced.rows_affected() == 1);
+        let query = event.bind_to(bind_verdict(db::query(sql), verdict)).bind(super::notify::CHANNEL);
+        let found: Option<(Option<i64>, bool, bool)> = proof.bind_to(query).fetch_optional(store.autocommit()).await?;
+        return Ok(match found {
+            None => Answered::ProofRefused(ProofRefused::UnknownDevice),
+            Some((Some(_), _, _)) => Answered::ProofRefused(ProofRefused::Revoked),
+            Some((None, false, _)) => Answered::ProofRefused(ProofRefused::Replayed),
+            Some((None, true, true)) => Answered::Decided,
+            Some((None, true, false)) => Answered::NotPending,
+        });
     }
     let mut tx = store.begin().await?;
-    if !decide(&mut tx, verdict).await? {
-        return Ok(false);
+    if let Err(refused) = super::devices::record_proof(&mut tx, proof).await? {
+        return Ok(Answered::ProofRefused(refused));
     }
-    super::events::append(&mut tx, event).await?;
+    let decided = decide(&mut tx, verdict).await?;
+    if decided {
+        super::events::append(&mut tx, event).await?;
+    }
     tx.commit().await?;
-    Ok(true)
+    Ok(if decided { Answered::Decided } else { Answered::NotPending })
 }
 
 /// Expires pending challenges whose time is up (all of them, or just `only`), returning

@@ -124,58 +124,127 @@ pub struct ProofCheck {
     pub fresh: bool,
 }
 
-/// Reads the device and, when it is active, records the proof id `jti` (kept until
-/// `keep_until`) and, when `last_seen_at` is at or before `seen_before`, sets it to `now`.
-/// `None` when there is no such device.
+/// A verified device proof to record: its id `jti` (kept until `keep_until`), and
+/// `last_seen_at`, set to `now` when it is at or before `seen_before`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofUse<'a> {
+    /// `dev_...`
+    pub device_id: &'a str,
+    /// The proof's `jti`.
+    pub jti: &'a str,
+    /// Unix ms until which the id is kept.
+    pub keep_until: i64,
+    /// Unix ms.
+    pub now: i64,
+    /// Unix ms; an older `last_seen_at` is moved to `now`.
+    pub seen_before: i64,
+}
+
+impl<'a> ProofUse<'a> {
+    /// Binds the five values in the order [`proof_ctes`] numbers them.
+    pub(super) fn bind_to(&self, query: db::Query<'a>) -> db::Query<'a> {
+        query.bind(self.device_id).bind(self.jti).bind(self.keep_until).bind(self.now).bind(self.seen_before)
+    }
+}
+
+/// Why a proof was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofRefused {
+    /// No device has this id.
+    UnknownDevice,
+    /// The device is revoked.
+    Revoked,
+    /// The device already used this proof id.
+    Replayed,
+}
+
+/// PostgreSQL's data-modifying CTEs that record a [`ProofUse`] in one statement, its five
+/// values bound from `$first` on ([`ProofUse::bind_to`]): `device` (the device row),
+/// `proof` (one row when the id was new and the device active, and now recorded), and the
+/// `last_seen_at` update, made only with a recorded proof.
+pub(super) fn proof_ctes(first: usize) -> String {
+    let [id, jti, keep, now, seen] = std::array::from_fn(|i| format!("${}", first + i));
+    format!(
+        "device AS (SELECT {COLUMNS} FROM devices WHERE id = {id}),
+         proof AS (INSERT INTO proof_jtis (device_id, jti, expires_at)
+                   SELECT id, {jti}, {keep} FROM device WHERE revoked_at IS NULL
+                   ON CONFLICT (device_id, jti) DO NOTHING RETURNING 1),
+         seen AS (UPDATE devices SET last_seen_at = {now}
+                  WHERE id = {id} AND (last_seen_at IS NULL OR last_seen_at <= {seen})
+                    AND EXISTS (SELECT 1 FROM proof))"
+    )
+}
+
+/// Reads the device and, when it is active, records the proof (see [`ProofUse`]). `None`
+/// when there is no such device.
 ///
 /// The caller has checked the signature with the device's key (a key never changes) and
 /// checks revocation and replay on what this returns. On PostgreSQL this is one statement
 /// (data-modifying CTEs) committed on its own; on SQLite, a read then the writes.
-pub async fn check_proof(
-    store: &Store,
-    id: &str,
-    jti: &str,
-    keep_until: i64,
-    now: i64,
-    seen_before: i64,
-) -> Result<Option<ProofCheck>> {
+pub async fn check_proof(store: &Store, proof: &ProofUse<'_>) -> Result<Option<ProofCheck>> {
     if store.backend() == Backend::Postgres {
-        let sql = format!(
-            "WITH device AS (SELECT {COLUMNS} FROM devices WHERE id = $1),
-                  proof AS (INSERT INTO proof_jtis (device_id, jti, expires_at)
-                            SELECT id, $2, $3 FROM device WHERE revoked_at IS NULL
-                            ON CONFLICT (device_id, jti) DO NOTHING RETURNING 1),
-                  seen AS (UPDATE devices SET last_seen_at = $4
-                           WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at <= $5)
-                             AND EXISTS (SELECT 1 FROM proof))
-             SELECT {COLUMNS}, EXISTS (SELECT 1 FROM proof) AS fresh FROM device"
-        );
-        let found: Option<WithFresh> = db::query(sql)
-            .bind(id)
-            .bind(jti)
-            .bind(keep_until)
-            .bind(now)
-            .bind(seen_before)
-            .fetch_optional(store.autocommit())
-            .await?;
+        let sql = format!("WITH {} SELECT {COLUMNS}, EXISTS (SELECT 1 FROM proof) AS fresh FROM device", proof_ctes(1));
+        let found: Option<WithFresh> = proof.bind_to(db::query(sql)).fetch_optional(store.autocommit()).await?;
         return Ok(found.map(|f| ProofCheck { device: f.device, fresh: f.fresh }));
     }
-    let Some(device) = get(store.reader(), id).await? else { return Ok(None) };
+    let Some(device) = get(store.reader(), proof.device_id).await? else { return Ok(None) };
     if device.revoked_at.is_some() {
         return Ok(Some(ProofCheck { device, fresh: false }));
     }
-    let fresh = if device.last_seen_at.is_none_or(|seen| seen <= seen_before) {
+    let fresh = if device.last_seen_at.is_none_or(|seen| seen <= proof.seen_before) {
         let mut tx = store.begin().await?;
-        let fresh = super::proofs::insert_once(&mut tx, id, jti, keep_until).await?;
+        let fresh = super::proofs::insert_once(&mut tx, proof.device_id, proof.jti, proof.keep_until).await?;
         if fresh {
-            touch(&mut tx, id, now).await?;
+            touch(&mut tx, proof.device_id, proof.now).await?;
             tx.commit().await?;
         }
         fresh
     } else {
-        super::proofs::insert_once(store.autocommit(), id, jti, keep_until).await?
+        super::proofs::insert_once(store.autocommit(), proof.device_id, proof.jti, proof.keep_until).await?
     };
     Ok(Some(ProofCheck { device, fresh }))
+}
+
+/// Records the proof in the caller's transaction, when the device is active and the id is
+/// new; otherwise writes nothing and says why. The caller commits it with the effect of the
+/// request the proof authorised, so the two are durable together or not at all.
+pub async fn record_proof(conn: &mut Tx, proof: &ProofUse<'_>) -> Result<std::result::Result<(), ProofRefused>> {
+    let (revoked, fresh) = if conn.backend() == Backend::Postgres {
+        let sql =
+            format!("WITH {} SELECT revoked_at, EXISTS (SELECT 1 FROM proof) AS fresh FROM device", proof_ctes(1));
+        let found: Option<(Option<i64>, bool)> = proof.bind_to(db::query(sql)).fetch_optional(&mut *conn).await?;
+        let Some((revoked_at, fresh)) = found else { return Ok(Err(ProofRefused::UnknownDevice)) };
+        (revoked_at.is_some(), fresh)
+    } else {
+        let done = db::query(
+            "INSERT INTO proof_jtis (device_id, jti, expires_at)
+             SELECT id, $2, $3 FROM devices WHERE id = $1 AND revoked_at IS NULL
+             ON CONFLICT (device_id, jti) DO NOTHING",
+        )
+        .bind(proof.device_id)
+        .bind(proof.jti)
+        .bind(proof.keep_until)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 1 {
+            db::query(
+                "UPDATE devices SET last_seen_at = $1 WHERE id = $2 AND (last_seen_at IS NULL OR last_seen_at <= $3)",
+            )
+            .bind(proof.now)
+            .bind(proof.device_id)
+            .bind(proof.seen_before)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(Ok(()));
+        }
+        let Some(device) = get(&mut *conn, proof.device_id).await? else { return Ok(Err(ProofRefused::UnknownDevice)) };
+        (device.revoked_at.is_some(), false)
+    };
+    Ok(match (revoked, fresh) {
+        (true, _) => Err(ProofRefused::Revoked),
+        (false, false) => Err(ProofRefused::Replayed),
+        (false, true) => Ok(()),
+    })
 }
 
 struct WithFresh {

@@ -15,6 +15,9 @@ both_databases!(
     deny_and_number_mismatch,
     fraud_locks_push_until_unlocked,
     replays_are_refused,
+    answer_proofs_are_spent_whatever_the_outcome,
+    one_answer_proof_decides_once_under_concurrency,
+    revoked_after_fetch_cannot_answer,
     other_devices_cannot_answer,
     changed_chash_is_refused_and_challenge_stays_pending,
     expired_challenges,
@@ -178,6 +181,112 @@ async fn replays_are_refused(db: Db) {
     // A response for one challenge cannot answer another.
     let (other, _) = new_challenge(&rp, json!({"user_id": "dave"})).await;
     phone.post_response(&other, &response).await.problem(400, "invalid_response");
+}
+
+/// Sends `body` to `path` twice with one proof: the first time it gets `status` and `code`,
+/// the second `proof_replayed`.
+async fn spends_its_proof(phone: &Phone, path: &str, body: &[u8], status: u16, code: &str) {
+    let proof = phone.proof("POST", path, body);
+    phone.send_with_proof("POST", path, Some(body.to_vec()), &proof).await.problem(status, code);
+    phone.send_with_proof("POST", path, Some(body.to_vec()), &proof).await.problem(401, "proof_replayed");
+}
+
+/// An answer's proof is recorded with its decision; an answer refused before or at the
+/// decision spends its proof all the same.
+async fn answer_proofs_are_spent_whatever_the_outcome(db: Db) {
+    let app = TestApp::new(db).await;
+    let (rp, phone) = setup(&app, "olga").await;
+    let (id, _) = new_challenge(&rp, json!({"user_id": "olga"})).await;
+    let (jws, _) = phone.fetch(&id).await;
+    let path = format!("/v1/device/challenges/{id}/response");
+    let body = |response: &str| serde_json::to_vec(&json!({ "response": response })).unwrap();
+
+    spends_its_proof(&phone, &path, b"{", 400, "malformed_json").await;
+    spends_its_proof(&phone, &path, &body("not.a.jws"), 400, "invalid_response").await;
+    let other = phone.response_jws(&id, "another challenge", Decision::Approve, None);
+    spends_its_proof(&phone, &path, &body(&other), 422, "chash_mismatch").await;
+    let unknown = "chl_0000000000000000000000000000000a";
+    let to_unknown = phone.response_jws(unknown, &jws, Decision::Approve, None);
+    let unknown_path = format!("/v1/device/challenges/{unknown}/response");
+    spends_its_proof(&phone, &unknown_path, &body(&to_unknown), 404, "not_found").await;
+    assert_eq!(rp.get(&format!("/v1/challenges/{id}")).await.body["status"], "pending");
+
+    // The decision and its proof, committed together.
+    let approve = body(&phone.response_jws(&id, &jws, Decision::Approve, None));
+    let proof = phone.proof("POST", &path, &approve);
+    phone.send_with_proof("POST", &path, Some(approve.clone()), &proof).await.expect(200);
+    phone.send_with_proof("POST", &path, Some(approve.clone()), &proof).await.problem(401, "proof_replayed");
+    // Too late: the answer is refused and its proof spent.
+    spends_its_proof(&phone, &path, &approve, 409, "already_decided").await;
+    assert_eq!(rp.get(&format!("/v1/challenges/{id}")).await.body["status"], "approved");
+
+    // The same through the transaction a fraud report takes.
+    let (id, _) = new_challenge(&rp, json!({"user_id": "olga"})).await;
+    let (jws, _) = phone.fetch(&id).await;
+    rp.post(&format!("/v1/challenges/{id}/cancel"), json!({})).await.expect(200);
+    let path = format!("/v1/device/challenges/{id}/response");
+    let fraud = body(&phone.response_jws(&id, &jws, Decision::Fraud, None));
+    spends_its_proof(&phone, &path, &fraud, 409, "already_decided").await;
+    assert_eq!(rp.get(&format!("/v1/challenges/{id}")).await.body["status"], "cancelled");
+    // Nothing followed from the refused report: push is not locked.
+    new_challenge(&rp, json!({"user_id": "olga"})).await;
+}
+
+/// The same answer sent many times at once, with one proof: one decision, one event, and
+/// every other copy refused as a replay. Through the single statement (approve) and the
+/// transaction (fraud report).
+async fn one_answer_proof_decides_once_under_concurrency(db: Db) {
+    let app = TestApp::new(db).await;
+    for (user, decision, kind) in
+        [("pia", Decision::Approve, "challenge.approved"), ("quentin", Decision::Fraud, "challenge.fraud_reported")]
+    {
+        let (rp, phone) = setup(&app, user).await;
+        let (id, _) = new_challenge(&rp, json!({"user_id": user})).await;
+        let (jws, _) = phone.fetch(&id).await;
+        let path = format!("/v1/device/challenges/{id}/response");
+        let body = serde_json::to_vec(&json!({ "response": phone.response_jws(&id, &jws, decision, None) })).unwrap();
+        let proof = phone.proof("POST", &path, &body);
+        let mut copies = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (phone, path, body, proof) = (phone.clone(), path.clone(), body.clone(), proof.clone());
+            copies.spawn(async move { phone.send_with_proof("POST", &path, Some(body), &proof).await });
+        }
+        let mut decided = 0;
+        for answer in copies.join_all().await {
+            if answer.status == 200 {
+                decided += 1;
+            } else {
+                answer.problem(401, "proof_replayed");
+            }
+        }
+        assert_eq!(decided, 1, "{user}");
+        let events = rp.get(&format!("/v1/events?user_id={user}")).await;
+        let logged = events.body["events"].as_array().unwrap().iter().filter(|e| e["kind"] == kind).count();
+        assert_eq!(logged, 1, "{user}");
+    }
+}
+
+/// A device revoked between fetching a challenge and answering it cannot decide it, whether
+/// the answer takes the single statement (approve) or the transaction (fraud report).
+async fn revoked_after_fetch_cannot_answer(db: Db) {
+    let app = TestApp::new(db).await;
+    let (rp, _) = setup(&app, "rita").await;
+    for decision in [Decision::Approve, Decision::Fraud] {
+        let phone = Phone::enroll(&rp.enrollment_uri("rita").await).await;
+        let (id, _) = new_challenge(&rp, json!({"user_id": "rita"})).await;
+        let (jws, _) = phone.fetch(&id).await;
+        let r = rp.call(reqwest::Method::DELETE, &format!("/v1/users/rita/devices/{}", phone.device_id), None).await;
+        assert_eq!(r.status, 204);
+        let answer = phone.response_jws(&id, &jws, decision, None);
+        phone.post_response(&id, &answer).await.problem(401, "device_revoked");
+        let challenge = rp.get(&format!("/v1/challenges/{id}")).await;
+        assert_ne!(challenge.body["status"], "approved");
+        assert_ne!(challenge.body["status"], "fraud_reported");
+    }
+    // Nothing followed from the refused fraud report: push is not locked.
+    rp.post("/v1/users/rita/unlock", json!({})).await.expect(200);
+    let events = rp.get("/v1/events?user_id=rita").await;
+    assert!(!events.body["events"].as_array().unwrap().iter().any(|e| e["kind"] == "user.locked"));
 }
 
 async fn other_devices_cannot_answer(db: Db) {

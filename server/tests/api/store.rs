@@ -13,7 +13,8 @@ both_databases!(
     parameters_bind_by_number,
     closed_store_refuses_work,
     a_challenge_is_stored_with_its_deliveries_and_event_or_not_at_all,
-    a_verdict_and_its_event_are_written_once,
+    an_answer_its_proof_and_its_event_are_written_once,
+    a_proof_recorded_in_a_transaction_goes_with_it,
     a_proof_id_is_recorded_once_and_never_for_a_revoked_device,
     push_targets_are_the_active_devices_with_the_recent_pushes,
     a_push_challenge_is_stored_only_while_its_snapshot_is_current,
@@ -159,50 +160,179 @@ async fn a_challenge_is_stored_with_its_deliveries_and_event_or_not_at_all(db: D
     assert_eq!(count(store, "SELECT COUNT(*) FROM push_deliveries WHERE challenge_id = $1", "chl_combined").await, 2);
 }
 
-async fn a_verdict_and_its_event_are_written_once(db: Db) {
-    use store::challenges::Verdict;
+async fn an_answer_its_proof_and_its_event_are_written_once(db: Db) {
+    use store::challenges::{Answered, Verdict, decide_answer};
+    use store::devices::ProofRefused;
     let app = TestApp::new(db).await;
     let store = &app.state.store;
     let mut tx = store.begin().await.unwrap();
     store::challenges::insert(&mut tx, &challenge("chl_verdict"), &[], None).await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_a", "usr_a", 1_000)).await.unwrap();
     tx.commit().await.unwrap();
 
     let verdict = Verdict {
         id: "chl_verdict",
         status: "approved",
         reason: None,
-        now: 2_000,
+        now: 70_000,
         device_id: Some("dev_a"),
         evidence: Some("x.y.z"),
         user_verified: Some(true),
     };
     let first = event("evt_first", "challenge.approved");
-    assert!(store::challenges::decide_recorded(store, &verdict, &first).await.unwrap());
+    let answered = decide_answer(store, &used("dev_a", "jti-a", 70_000, 10_000), &verdict, &first).await.unwrap();
+    assert_eq!(answered, Answered::Decided);
     let row = store::challenges::get(store, "chl_verdict").await.unwrap().unwrap();
     assert_eq!(
         (row.status.as_str(), row.decided_at, row.device_id.as_deref(), row.user_verified),
-        ("approved", Some(2_000), Some("dev_a"), Some(1))
+        ("approved", Some(70_000), Some("dev_a"), Some(1))
     );
     assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_first").await, 1);
+    assert_eq!(proofs(store, "jti-a").await, 1);
+    assert_eq!(last_seen(store, "dev_a").await, Some(70_000));
 
-    // Decided already: nothing is written, not even the event.
+    // Decided already: the proof is spent, the challenge and the log stay as they were.
     let second = event("evt_second", "challenge.denied");
     let denied = Verdict { status: "denied", ..verdict };
-    assert!(!store::challenges::decide_recorded(store, &denied, &second).await.unwrap());
+    let answered = decide_answer(store, &used("dev_a", "jti-b", 71_000, 11_000), &denied, &second).await.unwrap();
+    assert_eq!(answered, Answered::NotPending);
+    assert_eq!(proofs(store, "jti-b").await, 1);
     assert_eq!(store::challenges::get(store, "chl_verdict").await.unwrap().unwrap().status, "approved");
     assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_second").await, 0);
 
+    // A pending challenge, answered with a spent proof, by a revoked device, by no device:
+    // nothing is written.
+    let mut tx = store.begin().await.unwrap();
+    store::challenges::insert(&mut tx, &challenge("chl_open"), &[], None).await.unwrap();
+    tx.commit().await.unwrap();
+    let open = Verdict { id: "chl_open", ..verdict };
+    let replayed = event("evt_replayed", "challenge.approved");
+    let answered = decide_answer(store, &used("dev_a", "jti-a", 72_000, 12_000), &open, &replayed).await.unwrap();
+    assert_eq!(answered, Answered::ProofRefused(ProofRefused::Replayed));
+    let unknown = event("evt_unknown", "challenge.approved");
+    let answered = decide_answer(store, &used("dev_nobody", "jti-c", 72_000, 12_000), &open, &unknown).await.unwrap();
+    assert_eq!(answered, Answered::ProofRefused(ProofRefused::UnknownDevice));
+    let mut tx = store.begin().await.unwrap();
+    assert!(store::devices::revoke(&mut tx, "usr_a", "dev_a", 73_000).await.unwrap());
+    tx.commit().await.unwrap();
+    let revoked = event("evt_revoked", "challenge.approved");
+    let answered = decide_answer(store, &used("dev_a", "jti-d", 200_000, 140_000), &open, &revoked).await.unwrap();
+    assert_eq!(answered, Answered::ProofRefused(ProofRefused::Revoked));
+    assert_eq!(store::challenges::get(store, "chl_open").await.unwrap().unwrap().status, "pending");
+    for (id, jti) in [("evt_replayed", "jti-a"), ("evt_unknown", "jti-c"), ("evt_revoked", "jti-d")] {
+        assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", id).await, 0);
+        assert_eq!(proofs(store, jti).await, i64::from(jti == "jti-a"));
+    }
+    assert_eq!(last_seen(store, "dev_a").await, Some(70_000));
+
     // Past its expiry a challenge is not decided either.
     let mut tx = store.begin().await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_b", "usr_b", 1_000)).await.unwrap();
     let mut late = challenge("chl_late");
     late.expires_at = 1_500;
     store::challenges::insert(&mut tx, &late, &[], None).await.unwrap();
     tx.commit().await.unwrap();
-    let too_late = Verdict { id: "chl_late", ..verdict };
-    assert!(
-        !store::challenges::decide_recorded(store, &too_late, &event("evt_late", "challenge.approved")).await.unwrap()
-    );
+    let too_late = Verdict { id: "chl_late", now: 2_000, ..verdict };
+    let answered =
+        decide_answer(store, &used("dev_b", "jti-e", 2_000, 0), &too_late, &event("evt_late", "challenge.approved"))
+            .await
+            .unwrap();
+    assert_eq!(answered, Answered::NotPending);
     assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_late").await, 0);
+}
+
+/// On PostgreSQL a decided answer is announced (`NOTIFY`) at its commit, for the long-polls
+/// of other replicas; an answer that decides nothing is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_answer_is_announced_to_other_replicas() {
+    use store::challenges::{Answered, Verdict, decide_answer};
+    let app = TestApp::new(Db::Postgres).await;
+    let store = &app.state.store;
+    let mut listener = sqlx::postgres::PgListener::connect(&app.db.pg.as_ref().unwrap().url).await.unwrap();
+    listener.listen("assent_challenges").await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_n", "usr_n", 1_000)).await.unwrap();
+    store::challenges::insert(&mut tx, &challenge("chl_first"), &[], None).await.unwrap();
+    store::challenges::insert(&mut tx, &challenge("chl_second"), &[], None).await.unwrap();
+    tx.commit().await.unwrap();
+    let next = async |listener: &mut sqlx::postgres::PgListener| {
+        let note = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv()).await;
+        note.expect("a notification").unwrap().payload().to_owned()
+    };
+    let verdict = |id| Verdict {
+        id,
+        status: "approved",
+        reason: None,
+        now: 70_000,
+        device_id: Some("dev_n"),
+        evidence: Some("x.y.z"),
+        user_verified: Some(true),
+    };
+    let answer = async |id, jti, event_id| {
+        let event = event(event_id, "challenge.approved");
+        decide_answer(store, &used("dev_n", jti, 70_000, 10_000), &verdict(id), &event).await.unwrap()
+    };
+
+    assert_eq!(answer("chl_first", "jti-1", "evt_1").await, Answered::Decided);
+    assert_eq!(next(&mut listener).await, "chl_first");
+    // Neither of these announces anything: the next notification is the second decision's.
+    assert_eq!(answer("chl_first", "jti-2", "evt_2").await, Answered::NotPending);
+    assert!(matches!(answer("chl_second", "jti-1", "evt_3").await, Answered::ProofRefused(_)));
+    assert_eq!(answer("chl_second", "jti-3", "evt_4").await, Answered::Decided);
+    assert_eq!(next(&mut listener).await, "chl_second");
+}
+
+/// How many times the proof id `jti` is recorded.
+async fn proofs(store: &store::Store, jti: &str) -> i64 {
+    count(store, "SELECT COUNT(*) FROM proof_jtis WHERE jti = $1", jti).await
+}
+
+/// A proof of `device_id` with id `jti`, kept past the real clock (the cleanup worker deletes
+/// expired ids while a test runs).
+fn used<'a>(device_id: &'a str, jti: &'a str, now: i64, seen_before: i64) -> store::devices::ProofUse<'a> {
+    store::devices::ProofUse { device_id, jti, keep_until: i64::MAX, now, seen_before }
+}
+
+async fn a_proof_recorded_in_a_transaction_goes_with_it(db: Db) {
+    use store::devices::{ProofRefused, record_proof};
+    let app = TestApp::new(db).await;
+    let store = &app.state.store;
+    let mut tx = store.begin().await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_tx", "usr_tx", 1_000)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Rolled back with its transaction.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(record_proof(&mut tx, &used("dev_tx", "jti-1", 70_000, 10_000)).await.unwrap(), Ok(()));
+    drop(tx);
+    assert_eq!(proofs(store, "jti-1").await, 0);
+    assert_eq!(last_seen(store, "dev_tx").await, Some(1_000));
+
+    // Committed with it; then a replay, even in the same transaction.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(record_proof(&mut tx, &used("dev_tx", "jti-1", 70_000, 10_000)).await.unwrap(), Ok(()));
+    let again = record_proof(&mut tx, &used("dev_tx", "jti-1", 70_000, 10_000)).await.unwrap();
+    assert_eq!(again, Err(ProofRefused::Replayed));
+    tx.commit().await.unwrap();
+    assert_eq!(proofs(store, "jti-1").await, 1);
+    assert_eq!(last_seen(store, "dev_tx").await, Some(70_000));
+    let mut tx = store.begin().await.unwrap();
+    let replayed = record_proof(&mut tx, &used("dev_tx", "jti-1", 200_000, 140_000)).await.unwrap();
+    assert_eq!(replayed, Err(ProofRefused::Replayed));
+    // Seen within the minute: last_seen_at stays.
+    assert_eq!(record_proof(&mut tx, &used("dev_tx", "jti-2", 71_000, 11_000)).await.unwrap(), Ok(()));
+    tx.commit().await.unwrap();
+    assert_eq!(last_seen(store, "dev_tx").await, Some(70_000));
+
+    let mut tx = store.begin().await.unwrap();
+    let nobody = record_proof(&mut tx, &used("dev_nobody", "jti-3", 70_000, 10_000)).await.unwrap();
+    assert_eq!(nobody, Err(ProofRefused::UnknownDevice));
+    assert!(store::devices::revoke(&mut tx, "usr_tx", "dev_tx", 80_000).await.unwrap());
+    let revoked = record_proof(&mut tx, &used("dev_tx", "jti-4", 300_000, 240_000)).await.unwrap();
+    assert_eq!(revoked, Err(ProofRefused::Revoked));
+    tx.commit().await.unwrap();
+    assert_eq!((proofs(store, "jti-3").await, proofs(store, "jti-4").await), (0, 0));
+    assert_eq!(last_seen(store, "dev_tx").await, Some(70_000));
 }
 
 fn device(id: &str, user_id: &str, created_at: i64) -> store::devices::DeviceRow {
@@ -229,37 +359,35 @@ async fn a_proof_id_is_recorded_once_and_never_for_a_revoked_device(db: Db) {
     use store::devices::check_proof;
     let app = TestApp::new(db).await;
     let store = &app.state.store;
-    // Kept past the real clock: the cleanup worker deletes expired ids while the test runs.
-    const KEEP: i64 = i64::MAX;
     let mut tx = store.begin().await.unwrap();
     store::devices::insert(&mut tx, &device("dev_proof", "usr_proof", 1_000)).await.unwrap();
     tx.commit().await.unwrap();
 
     // New id, last seen long enough ago: recorded, and last_seen_at moves.
-    let first = check_proof(store, "dev_proof", "jti-1", KEEP, 70_000, 10_000).await.unwrap().unwrap();
+    let first = check_proof(store, &used("dev_proof", "jti-1", 70_000, 10_000)).await.unwrap().unwrap();
     assert!(first.fresh);
     assert_eq!((first.device.id.as_str(), first.device.last_seen_at), ("dev_proof", Some(1_000)));
     assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
 
     // The same id again is a replay; a new one seen recently leaves last_seen_at alone.
-    assert!(!check_proof(store, "dev_proof", "jti-1", KEEP, 71_000, 11_000).await.unwrap().unwrap().fresh);
-    assert!(check_proof(store, "dev_proof", "jti-2", KEEP, 72_000, 12_000).await.unwrap().unwrap().fresh);
+    assert!(!check_proof(store, &used("dev_proof", "jti-1", 71_000, 11_000)).await.unwrap().unwrap().fresh);
+    assert!(check_proof(store, &used("dev_proof", "jti-2", 72_000, 12_000)).await.unwrap().unwrap().fresh);
     assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
 
     // A replay does not move last_seen_at even when it is due.
-    assert!(!check_proof(store, "dev_proof", "jti-2", KEEP, 200_000, 140_000).await.unwrap().unwrap().fresh);
+    assert!(!check_proof(store, &used("dev_proof", "jti-2", 200_000, 140_000)).await.unwrap().unwrap().fresh);
     assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
 
     // Revoked: reported as such, and neither the id nor the time is written.
     let mut tx = store.begin().await.unwrap();
     assert!(store::devices::revoke(&mut tx, "usr_proof", "dev_proof", 80_000).await.unwrap());
     tx.commit().await.unwrap();
-    let revoked = check_proof(store, "dev_proof", "jti-3", KEEP, 300_000, 240_000).await.unwrap().unwrap();
+    let revoked = check_proof(store, &used("dev_proof", "jti-3", 300_000, 240_000)).await.unwrap().unwrap();
     assert_eq!((revoked.device.revoked_at, revoked.fresh), (Some(80_000), false));
     assert_eq!(count(store, "SELECT COUNT(*) FROM proof_jtis WHERE jti = $1", "jti-3").await, 0);
     assert_eq!(last_seen(store, "dev_proof").await, Some(70_000));
 
-    assert!(check_proof(store, "dev_nobody", "jti-4", KEEP, 1, 0).await.unwrap().is_none());
+    assert!(check_proof(store, &used("dev_nobody", "jti-4", 1, 0)).await.unwrap().is_none());
     assert_eq!(count(store, "SELECT COUNT(*) FROM proof_jtis WHERE jti = $1", "jti-4").await, 0);
 }
 
