@@ -285,20 +285,8 @@ fn validate_push(provider: PushProvider, token: Option<&str>) -> Result<()> {
 }
 
 /// Checks `Authorization: Assent-Proof <JWS>` for a request (DESIGN section 4, device
-/// requests) and records its proof id.
-pub async fn authenticate(
-    state: &AppState,
-    authorization: Option<&str>,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> Result<AuthenticatedDevice> {
-    verify_proof(state, authorization, method, path_and_query, body).await?.record(state).await
-}
-
-/// Checks `Authorization: Assent-Proof <JWS>` for a request, all but what needs a write:
-/// revocation (unless the key had to be read), replay and `last_seen_at` are checked where
-/// the proof is recorded (see [`VerifiedProof`]).
+/// requests), all but what needs a write: revocation (unless the key had to be read), replay
+/// and `last_seen_at` are checked where the proof is recorded (see [`VerifiedProof`]).
 pub async fn verify_proof(
     state: &AppState,
     authorization: Option<&str>,

@@ -21,28 +21,23 @@ use crate::error::{Error, Result};
 /// Verifies `Authorization: Assent-Proof` over the method, path, query and body, records
 /// the proof, then hands the device to the handler.
 pub(super) async fn require_device_proof(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    with_verified_proof(state, request, next, |state, proof| async move { proof.record(&state).await.map(Extension) })
-        .await
+    with_verified_proof(state, request, next, async |state, proof| proof.record(&state).await).await
 }
 
 /// Verifies `Authorization: Assent-Proof` like [`require_device_proof`], and hands the proof
 /// to the handler unrecorded: the handler records it in the commit of its effect.
 pub(super) async fn require_device_signature(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    with_verified_proof(state, request, next, |_, proof| async move { Ok(Extension(proof)) }).await
+    with_verified_proof(state, request, next, async |_, proof| Ok(proof)).await
 }
 
 /// Reads the body, verifies the request's proof, and runs the handler with what `accept`
 /// makes of the proof as an extension.
-async fn with_verified_proof<T, F>(
+async fn with_verified_proof<T: Clone + Send + Sync + 'static>(
     state: AppState,
     request: Request,
     next: Next,
-    accept: impl FnOnce(AppState, VerifiedProof) -> F,
-) -> Response
-where
-    T: Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Extension<T>>>,
-{
+    accept: impl AsyncFnOnce(AppState, VerifiedProof) -> Result<T>,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let body = match to_bytes(body, state.config.max_body_bytes).await {
         Ok(bytes) => bytes,
@@ -53,15 +48,16 @@ where
     };
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let verified = devices::verify_proof(&state, authorization, parts.method.as_str(), path_and_query, &body).await;
-    match verified.map(|proof| accept(state, proof)) {
-        Ok(accepted) => match accepted.await {
-            Ok(Extension(value)) => {
-                parts.extensions.insert(value);
-                next.run(Request::from_parts(parts, Body::from(body))).await
-            }
-            Err(e) => e.into_response(),
-        },
+    let accepted =
+        match devices::verify_proof(&state, authorization, parts.method.as_str(), path_and_query, &body).await {
+            Ok(proof) => accept(state, proof).await,
+            Err(e) => Err(e),
+        };
+    match accepted {
+        Ok(value) => {
+            parts.extensions.insert(value);
+            next.run(Request::from_parts(parts, Body::from(body))).await
+        }
         Err(e) => e.into_response(),
     }
 }
