@@ -139,13 +139,7 @@ impl VerifiedProof {
     pub async fn record(&self, state: &AppState) -> Result<AuthenticatedDevice> {
         let checked =
             store::devices::check_proof(&state.store, &self.to_use()).await?.ok_or(ProofRefused::UnknownDevice)?;
-        if checked.device.revoked_at.is_some() {
-            return Err(ProofRefused::Revoked.into());
-        }
-        if !checked.fresh {
-            return Err(ProofRefused::Replayed.into());
-        }
-        Ok(AuthenticatedDevice { row: checked.device, key: self.key })
+        Ok(AuthenticatedDevice { row: checked.accepted()?, key: self.key })
     }
 }
 

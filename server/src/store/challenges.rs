@@ -366,12 +366,13 @@ pub async fn decide_answer(
         );
         let query = event.bind_to(bind_verdict(db::query(sql), verdict)).bind(super::notify::CHANNEL);
         let found: Option<(Option<i64>, bool, bool)> = proof.bind_to(query).fetch_optional(store.autocommit()).await?;
-        return Ok(match found {
-            None => Answered::ProofRefused(ProofRefused::UnknownDevice),
-            Some((Some(_), _, _)) => Answered::ProofRefused(ProofRefused::Revoked),
-            Some((None, false, _)) => Answered::ProofRefused(ProofRefused::Replayed),
-            Some((None, true, true)) => Answered::Decided,
-            Some((None, true, false)) => Answered::NotPending,
+        let Some((revoked_at, fresh, decided)) = found else {
+            return Ok(Answered::ProofRefused(ProofRefused::UnknownDevice));
+        };
+        return Ok(match super::devices::refusal(revoked_at.is_some(), fresh) {
+            Err(refused) => Answered::ProofRefused(refused),
+            Ok(()) if decided => Answered::Decided,
+            Ok(()) => Answered::NotPending,
         });
     }
     let mut tx = store.begin().await?;

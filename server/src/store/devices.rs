@@ -145,6 +145,11 @@ impl<'a> ProofUse<'a> {
     pub(super) fn bind_to(&self, query: db::Query<'a>) -> db::Query<'a> {
         query.bind(self.device_id).bind(self.jti).bind(self.keep_until).bind(self.now).bind(self.seen_before)
     }
+
+    /// Whether recording this proof moves the device's `last_seen_at`.
+    fn moves_last_seen(&self, device: &DeviceRow) -> bool {
+        device.last_seen_at.is_none_or(|seen| seen <= self.seen_before)
+    }
 }
 
 /// Why a proof was not recorded.
@@ -156,6 +161,23 @@ pub enum ProofRefused {
     Revoked,
     /// The device already used this proof id.
     Replayed,
+}
+
+/// Whether a proof to an existing device stands, from whether the device is revoked and
+/// whether the proof id was new (and is now recorded).
+pub(super) fn refusal(revoked: bool, fresh: bool) -> std::result::Result<(), ProofRefused> {
+    match (revoked, fresh) {
+        (true, _) => Err(ProofRefused::Revoked),
+        (false, false) => Err(ProofRefused::Replayed),
+        (false, true) => Ok(()),
+    }
+}
+
+impl ProofCheck {
+    /// The device as it was before the request, when the proof stands.
+    pub fn accepted(self) -> std::result::Result<DeviceRow, ProofRefused> {
+        refusal(self.device.revoked_at.is_some(), self.fresh).map(|()| self.device)
+    }
 }
 
 /// PostgreSQL's data-modifying CTEs that record a [`ProofUse`] in one statement, its five
@@ -191,7 +213,7 @@ pub async fn check_proof(store: &Store, proof: &ProofUse<'_>) -> Result<Option<P
     if device.revoked_at.is_some() {
         return Ok(Some(ProofCheck { device, fresh: false }));
     }
-    let fresh = if device.last_seen_at.is_none_or(|seen| seen <= proof.seen_before) {
+    let fresh = if proof.moves_last_seen(&device) {
         let mut tx = store.begin().await?;
         let fresh = super::proofs::insert_once(&mut tx, proof.device_id, proof.jti, proof.keep_until).await?;
         if fresh {
@@ -216,35 +238,16 @@ pub async fn record_proof(conn: &mut Tx, proof: &ProofUse<'_>) -> Result<std::re
         let Some((revoked_at, fresh)) = found else { return Ok(Err(ProofRefused::UnknownDevice)) };
         (revoked_at.is_some(), fresh)
     } else {
-        let done = db::query(
-            "INSERT INTO proof_jtis (device_id, jti, expires_at)
-             SELECT id, $2, $3 FROM devices WHERE id = $1 AND revoked_at IS NULL
-             ON CONFLICT (device_id, jti) DO NOTHING",
-        )
-        .bind(proof.device_id)
-        .bind(proof.jti)
-        .bind(proof.keep_until)
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() == 1 {
-            db::query(
-                "UPDATE devices SET last_seen_at = $1 WHERE id = $2 AND (last_seen_at IS NULL OR last_seen_at <= $3)",
-            )
-            .bind(proof.now)
-            .bind(proof.device_id)
-            .bind(proof.seen_before)
-            .execute(&mut *conn)
-            .await?;
-            return Ok(Ok(()));
-        }
         let Some(device) = get(&mut *conn, proof.device_id).await? else { return Ok(Err(ProofRefused::UnknownDevice)) };
-        (device.revoked_at.is_some(), false)
+        let revoked = device.revoked_at.is_some();
+        let fresh =
+            !revoked && super::proofs::insert_once(&mut *conn, proof.device_id, proof.jti, proof.keep_until).await?;
+        if fresh && proof.moves_last_seen(&device) {
+            touch(conn, proof.device_id, proof.now).await?;
+        }
+        (revoked, fresh)
     };
-    Ok(match (revoked, fresh) {
-        (true, _) => Err(ProofRefused::Revoked),
-        (false, false) => Err(ProofRefused::Replayed),
-        (false, true) => Ok(()),
-    })
+    Ok(refusal(revoked, fresh))
 }
 
 struct WithFresh {
