@@ -88,19 +88,55 @@ pub async fn revoke(store: &Store, id: &str, now: OffsetDateTime, actor: &Actor)
     Ok(())
 }
 
+const REFUSED: Error = Error::Unauthorized("unknown or revoked API key");
+
+/// A bearer token as presented, before the store is asked: the key id it names and the hash
+/// of its secret. [`ApiKeyClaim::check`] decides it on the key as stored, which a caller may
+/// read in the statement of its own first read.
+#[derive(Clone)]
+pub struct ApiKeyClaim {
+    /// The `key_...` id the token names; the caller's id once checked.
+    pub id: String,
+    secret_hash: String,
+}
+
+impl std::fmt::Debug for ApiKeyClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyClaim").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl ApiKeyClaim {
+    /// Reads a bearer token; refuses one that cannot be a key's.
+    pub fn parse(token: &str) -> Result<Self> {
+        let (id, secret) = token.split_once('.').ok_or(REFUSED)?;
+        if !id.starts_with(IdKind::ApiKey.prefix()) || id.len() > 64 {
+            return Err(REFUSED);
+        }
+        Ok(ApiKeyClaim { id: id.to_owned(), secret_hash: hash_secret(secret) })
+    }
+
+    /// Accepts the claim when the key it names exists (`stored`: its secret's hash and when
+    /// it was revoked), is not revoked, and the secret matches (compared in constant time).
+    pub fn check(&self, stored: Option<(&str, Option<i64>)>) -> Result<()> {
+        let Some((key_hash, revoked_at)) = stored else { return Err(REFUSED) };
+        let matches: bool = self.secret_hash.as_bytes().ct_eq(key_hash.as_bytes()).into();
+        if !matches || revoked_at.is_some() {
+            return Err(REFUSED);
+        }
+        Ok(())
+    }
+
+    /// Checks the claim on its own read of the key.
+    pub async fn authenticate(&self, store: &Store) -> Result<()> {
+        let row = store::api_keys::get(store.reader(), &self.id).await?;
+        self.check(row.as_ref().map(|r| (r.key_hash.as_str(), r.revoked_at)))
+    }
+}
+
 /// Checks a bearer token and returns the key id it belongs to.
 pub async fn authenticate(store: &Store, token: &str) -> Result<String> {
-    const REFUSED: Error = Error::Unauthorized("unknown or revoked API key");
-    let (id, secret) = token.split_once('.').ok_or(REFUSED)?;
-    if !id.starts_with(IdKind::ApiKey.prefix()) || id.len() > 64 {
-        return Err(REFUSED);
-    }
-    let Some(row) = store::api_keys::get(store.reader(), id).await? else {
-        return Err(REFUSED);
-    };
-    let matches: bool = hash_secret(secret).as_bytes().ct_eq(row.key_hash.as_bytes()).into();
-    if !matches || row.revoked_at.is_some() {
-        return Err(REFUSED);
-    }
-    Ok(row.id)
+    let claim = ApiKeyClaim::parse(token)?;
+    claim.authenticate(store).await?;
+    Ok(claim.id)
 }

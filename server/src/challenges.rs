@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
 
+use crate::api_keys::ApiKeyClaim;
 use crate::audit::{self, Actor};
 use crate::clock::{from_millis, to_millis};
 use crate::devices::{AuthenticatedDevice, VerifiedProof};
@@ -655,8 +656,18 @@ async fn load_with_deliveries(
     state: &AppState,
     id: &str,
 ) -> Result<(ChallengeRow, Vec<store::challenges::DeliveryRow>)> {
-    let (row, deliveries) =
-        store::challenges::get_with_deliveries(state.store.reader(), id).await?.ok_or(Error::NotFound("challenge"))?;
+    let read = store::challenges::get_with_deliveries(state.store.reader(), id).await?;
+    expiry_applied(state, id, read).await
+}
+
+/// The challenge `id` as read (`None`: there is none), or read again once its expiry, if
+/// due and not yet recorded, is applied.
+async fn expiry_applied(
+    state: &AppState,
+    id: &str,
+    read: Option<(ChallengeRow, Vec<store::challenges::DeliveryRow>)>,
+) -> Result<(ChallengeRow, Vec<store::challenges::DeliveryRow>)> {
+    let (row, deliveries) = read.ok_or(Error::NotFound("challenge"))?;
     if expiry_due(state, &row) {
         expire_due(state, Some(&row.id)).await?;
         return store::challenges::get_with_deliveries(state.store.reader(), id)
@@ -765,13 +776,37 @@ async fn view_with(
     })
 }
 
-/// Reads a challenge; with `wait`, holds the request until it leaves `pending`, it expires,
-/// or `wait` seconds (at most 30) pass.
-pub async fn get(state: &AppState, id: &str, wait: Option<u64>) -> Result<ChallengeView> {
-    let wait = StdDuration::from_secs(wait.unwrap_or(0).min(MAX_WAIT_SECS));
+/// Reads a challenge for an RP; with `wait`, holds the request until it leaves `pending`, it
+/// expires, or `wait` seconds (at most 30) pass.
+///
+/// `caller`'s key is checked in the statement of the first read, before anything is answered.
+pub async fn get(state: &AppState, caller: &ApiKeyClaim, id: &str, wait: Option<u64>) -> Result<ChallengeView> {
     // Subscribe before reading, so a decision between the read and the wait is not missed.
-    let mut changes = state.wake.subscribe();
-    let (mut row, mut deliveries) = load_with_deliveries(state, id).await?;
+    let changes = state.wake.subscribe();
+    let read = store::challenges::get_with_deliveries_and_key(state.store.reader(), id, &caller.id).await?;
+    caller.check(read.as_ref().map(|k| (k.key_hash.as_str(), k.key_revoked_at)))?;
+    let first = expiry_applied(state, id, read.and_then(|k| k.found)).await?;
+    held(state, id, wait, changes, first).await
+}
+
+/// [`get`] for a caller the server authenticated otherwise (the demo's signed-in user).
+pub async fn get_unkeyed(state: &AppState, id: &str, wait: Option<u64>) -> Result<ChallengeView> {
+    let changes = state.wake.subscribe();
+    let first = load_with_deliveries(state, id).await?;
+    held(state, id, wait, changes, first).await
+}
+
+/// The view of a challenge first read as `first`: at once, or, with `wait` and the challenge
+/// pending, once `changes` announces it changed (read again then) or the time is up.
+async fn held(
+    state: &AppState,
+    id: &str,
+    wait: Option<u64>,
+    mut changes: tokio::sync::broadcast::Receiver<String>,
+    first: (ChallengeRow, Vec<store::challenges::DeliveryRow>),
+) -> Result<ChallengeView> {
+    let wait = StdDuration::from_secs(wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let (mut row, mut deliveries) = first;
     if row.status == "pending" && !wait.is_zero() {
         let _waiting = GaugeGuard::new(&state.metrics.long_polls);
         let deadline = tokio::time::Instant::now() + wait;
@@ -846,9 +881,15 @@ pub async fn pending_for_device(state: &AppState, device: &AuthenticatedDevice) 
 }
 
 /// One challenge addressed to the device, if it can still be answered.
-pub async fn one_for_device(state: &AppState, device: &AuthenticatedDevice, id: &str) -> Result<DeviceChallenge> {
-    let row = load_for_device(state, &device.row.id, id).await?;
-    let fetched = Fetched::of(&row, &device.row.id);
+///
+/// The request's proof is recorded in the statement that reads the challenge
+/// ([`store::challenges::get_addressed_to_with_proof`]).
+pub async fn one_for_device(state: &AppState, proof: &VerifiedProof, id: &str) -> Result<DeviceChallenge> {
+    let row = store::challenges::get_addressed_to_with_proof(&state.store, &proof.to_use(), id)
+        .await??
+        .ok_or(Error::NotFound("challenge"))?;
+    let row = answerable(state, row).await?;
+    let fetched = Fetched::of(&row, &proof.device_id);
     state.fetched.keep(&row.id, fetched, to_millis(state.now()));
     Ok(DeviceChallenge { id: row.id, jws: row.jws.unwrap_or_default() })
 }
@@ -913,6 +954,11 @@ async fn load_for_device(state: &AppState, device_id: &str, id: &str) -> Result<
     let row = store::challenges::get_addressed_to(state.store.reader(), id, device_id)
         .await?
         .ok_or(Error::NotFound("challenge"))?;
+    answerable(state, row).await
+}
+
+/// `row`, if it can still be answered: pending and not expired.
+async fn answerable(state: &AppState, row: ChallengeRow) -> Result<ChallengeRow> {
     let row = expire_if_due(state, row).await?;
     match row.status.as_str() {
         "pending" => Ok(row),

@@ -4,12 +4,14 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::extract::{Json, Path, Query};
 use super::problem::Problem;
 use super::{AppState, RpCaller};
+use crate::api_keys::ApiKeyClaim;
 use crate::challenges::{self, ChallengeCreated, ChallengeView, NewChallenge};
 use crate::error::{Error, Result};
 use crate::fallback::{self, VerifyCode};
@@ -62,10 +64,19 @@ pub(super) struct WaitQuery {
     responses((status = 200, body = ChallengeView), (status = 404, description = "not_found", body = Problem)))]
 pub(super) async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<ApiKeyClaim>,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
-) -> Result<Json<ChallengeView>> {
-    Ok(Json(challenges::get(&state, &id, q.wait).await?))
+    query: Result<Query<WaitQuery>, Problem>,
+) -> Result<Json<ChallengeView>, Response> {
+    let Query(q) = match query {
+        Ok(query) => query,
+        // The key is checked before anything about the request is answered.
+        Err(problem) => {
+            caller.authenticate(&state.store).await.map_err(IntoResponse::into_response)?;
+            return Err(problem.into_response());
+        }
+    };
+    challenges::get(&state, &caller, &id, q.wait).await.map(Json).map_err(IntoResponse::into_response)
 }
 
 /// Cancels a pending challenge.

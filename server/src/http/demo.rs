@@ -248,7 +248,7 @@ struct Wait {
 /// The challenge, when it is the signed-in user's.
 async fn own_challenge(state: &AppState, headers: &HeaderMap, id: &str, wait: Option<u64>) -> Result<ChallengeView> {
     let user_id = signed_in(state, headers)?;
-    let view = challenges::get(state, id, wait).await?;
+    let view = challenges::get_unkeyed(state, id, wait).await?;
     if view.user_id != user_id.as_str() {
         return Err(Error::NotFound("challenge"));
     }
@@ -262,7 +262,7 @@ async fn approval_get(
     Query(q): Query<Wait>,
 ) -> Result<Json<ChallengeView>> {
     own_challenge(&state, &headers, &id, None).await?;
-    Ok(Json(challenges::get(&state, &id, q.wait).await?))
+    Ok(Json(challenges::get_unkeyed(&state, &id, q.wait).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -99,10 +99,10 @@ pub(super) async fn list_challenges(
               (status = 410, description = "challenge_expired", body = Problem)))]
 pub(super) async fn get_challenge(
     State(state): State<AppState>,
-    Extension(device): Extension<AuthenticatedDevice>,
+    Extension(proof): Extension<VerifiedProof>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceChallenge>> {
-    Ok(Json(challenges::one_for_device(&state, &device, &id).await?))
+    Ok(Json(challenges::one_for_device(&state, &proof, &id).await?))
 }
 
 /// The phone's signed answer.

@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api_keys::ApiKeyClaim;
 use crate::audit::Actor;
 use crate::metrics::RequestLabels;
 pub use crate::state::AppState;
@@ -95,7 +96,6 @@ fn rp_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::revoke_device))
         .routes(routes!(users::unlock))
         .routes(routes!(challenges::create))
-        .routes(routes!(challenges::get))
         .routes(routes!(challenges::cancel))
         .routes(routes!(challenges::verify))
         .routes(routes!(challenges::resend))
@@ -107,19 +107,25 @@ fn rp_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(passkeys::get, passkeys::delete))
 }
 
+/// RP routes whose handler checks the API key itself, in the statement of its first read: the
+/// long-poll of a challenge's result (see `challenges::get`).
+fn rp_claimed_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(challenges::get))
+}
+
 /// Routes for phones, all behind a device proof.
 fn device_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(devices::list_challenges))
-        .routes(routes!(devices::get_challenge))
         .routes(routes!(devices::put_push_token))
         .routes(routes!(devices::unenroll))
 }
 
-/// The device's answer to a challenge: its proof is recorded in the commit of the decision
-/// (see `challenges::respond`), not ahead of the handler.
-fn device_answer_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(devices::respond))
+/// Device routes whose handler records the request's proof itself, in the statement or
+/// commit of its own effect, not ahead of the handler: the fetch of one challenge (see
+/// `challenges::one_for_device`) and the answer (see `challenges::respond`).
+fn device_signed_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(devices::get_challenge)).routes(routes!(devices::respond))
 }
 
 /// Routes anyone may call.
@@ -137,13 +143,15 @@ fn public_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document for every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, rp) = rp_routes().split_for_parts();
+    let (_, rp_claimed) = rp_claimed_routes().split_for_parts();
     let (_, public) = public_routes().split_for_parts();
     let (_, device) = device_routes().split_for_parts();
-    let (_, device_answer) = device_answer_routes().split_for_parts();
+    let (_, device_signed) = device_signed_routes().split_for_parts();
     let mut doc = ApiDoc::openapi();
     doc.merge(rp);
+    doc.merge(rp_claimed);
     doc.merge(device);
-    doc.merge(device_answer);
+    doc.merge(device_signed);
     doc.merge(public);
     doc
 }
@@ -152,19 +160,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (rp, _) = rp_routes().split_for_parts();
     let rp = rp.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    let (rp_claimed, _) = rp_claimed_routes().split_for_parts();
+    let rp_claimed = rp_claimed.route_layer(middleware::from_fn(claim_api_key));
     let (public, _) = public_routes().split_for_parts();
     let (device, _) = device_routes().split_for_parts();
     let device = device.route_layer(middleware::from_fn_with_state(state.clone(), devices::require_device_proof));
-    let (device_answer, _) = device_answer_routes().split_for_parts();
-    let device_answer =
-        device_answer.route_layer(middleware::from_fn_with_state(state.clone(), devices::require_device_signature));
+    let (device_signed, _) = device_signed_routes().split_for_parts();
+    let device_signed =
+        device_signed.route_layer(middleware::from_fn_with_state(state.clone(), devices::require_device_signature));
 
     let demo = if state.demo.is_some() { demo::routes() } else { Router::new() };
     Router::new()
         .merge(demo)
         .merge(rp)
+        .merge(rp_claimed)
         .merge(device)
-        .merge(device_answer)
+        .merge(device_signed)
         .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -181,21 +192,39 @@ async fn method_not_allowed() -> Problem {
     Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
 }
 
-/// Requires `Authorization: Bearer <api key>` and hands the caller to the handler.
-async fn require_api_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// The API key a request claims in `Authorization: Bearer <api key>`, unchecked.
+fn claimed_api_key(request: &Request) -> crate::error::Result<ApiKeyClaim> {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(token) = token else {
-        return Problem::from(crate::error::Error::Unauthorized("send Authorization: Bearer <api key>"))
-            .into_response();
+        .map(str::trim)
+        .ok_or(crate::error::Error::Unauthorized("send Authorization: Bearer <api key>"))?;
+    ApiKeyClaim::parse(token)
+}
+
+/// Requires `Authorization: Bearer <api key>` and hands the caller to the handler.
+async fn require_api_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let checked = match claimed_api_key(&request) {
+        Ok(claim) => claim.authenticate(&state.store).await.map(|()| claim),
+        Err(e) => Err(e),
     };
-    match crate::api_keys::authenticate(&state.store, token).await {
-        Ok(key_id) => {
-            request.extensions_mut().insert(RpCaller { key_id });
+    match checked {
+        Ok(claim) => {
+            request.extensions_mut().insert(RpCaller { key_id: claim.id });
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Requires `Authorization: Bearer` with a well-formed API key and hands the claim, unchecked,
+/// to the handler, which checks it in the statement of its first read.
+async fn claim_api_key(mut request: Request, next: Next) -> Response {
+    match claimed_api_key(&request) {
+        Ok(claim) => {
+            request.extensions_mut().insert(claim);
             next.run(request).await
         }
         Err(e) => e.into_response(),

@@ -226,22 +226,86 @@ pub async fn get_with_deliveries<'e>(
     id: &str,
 ) -> Result<Option<(ChallengeRow, Vec<DeliveryRow>)>> {
     let rows: Vec<WithDelivery> = db::query(&*WITH_DELIVERIES).bind(id).fetch_all(db).await?;
+    Ok(gather(rows))
+}
+
+/// An API key as stored, read with what it asked for, for the caller to check the key before
+/// it looks at the rest.
+#[derive(Debug)]
+pub struct WithKey<T> {
+    /// Hex SHA-256 of the key's secret.
+    pub key_hash: String,
+    /// Unix ms, when the key was revoked.
+    pub key_revoked_at: Option<i64>,
+    /// What was asked for.
+    pub found: T,
+}
+
+/// [`get_with_deliveries`], and the API key `key_id` as stored, in one statement: one round
+/// trip where an RP's read of a challenge took two. `None` when there is no such key.
+pub async fn get_with_deliveries_and_key<'e>(
+    db: impl Into<Db<'e>>,
+    id: &str,
+    key_id: &str,
+) -> Result<Option<WithKey<Option<(ChallengeRow, Vec<DeliveryRow>)>>>> {
+    let rows: Vec<Keyed> = db::query(&*WITH_DELIVERIES_AND_KEY).bind(id).bind(key_id).fetch_all(db).await?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    let (key_hash, key_revoked_at) = (first.key_hash.clone(), first.key_revoked_at);
+    Ok(Some(WithKey { key_hash, key_revoked_at, found: gather(rows.into_iter().filter_map(|r| r.row)) }))
+}
+
+/// The challenge and its deliveries from the rows of one challenge, if there are any.
+fn gather(rows: impl IntoIterator<Item = WithDelivery>) -> Option<(ChallengeRow, Vec<DeliveryRow>)> {
     let mut rows = rows.into_iter();
-    let Some(first) = rows.next() else { return Ok(None) };
+    let first = rows.next()?;
     let deliveries = std::iter::once(first.delivery).chain(rows.map(|r| r.delivery)).flatten().collect();
-    Ok(Some((first.challenge, deliveries)))
+    Some((first.challenge, deliveries))
 }
 
 /// The challenge's columns, then its delivery's (prefixed `d_`, NULL when it has none).
-static WITH_DELIVERIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let columns = COLUMNS.split(',').map(|c| format!("c.{}", c.trim())).collect::<Vec<_>>().join(", ");
+fn with_delivery_columns() -> String {
     format!(
-        "SELECT {columns}, d.device_id AS d_device_id, d.provider AS d_provider, d.status AS d_status,
-                d.attempts AS d_attempts, d.error AS d_error
-         FROM challenges c LEFT JOIN push_deliveries d ON d.challenge_id = c.id
-         WHERE c.id = $1 ORDER BY d.device_id"
+        "{}, d.device_id AS d_device_id, d.provider AS d_provider, d.status AS d_status,
+         d.attempts AS d_attempts, d.error AS d_error",
+        prefixed("c")
+    )
+}
+
+static WITH_DELIVERIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM challenges c LEFT JOIN push_deliveries d ON d.challenge_id = c.id
+         WHERE c.id = $1 ORDER BY d.device_id",
+        with_delivery_columns()
     )
 });
+
+/// [`WITH_DELIVERIES`] after the key's columns (prefixed `k_`): one row per delivery, or one
+/// with NULL challenge columns, while the key exists.
+static WITH_DELIVERIES_AND_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT k.key_hash AS k_key_hash, k.revoked_at AS k_revoked_at, {}
+         FROM api_keys k LEFT JOIN challenges c ON c.id = $1 LEFT JOIN push_deliveries d ON d.challenge_id = c.id
+         WHERE k.id = $2 ORDER BY d.device_id",
+        with_delivery_columns()
+    )
+});
+
+struct Keyed {
+    key_hash: String,
+    key_revoked_at: Option<i64>,
+    row: Option<WithDelivery>,
+}
+
+impl db::FromRow for Keyed {
+    fn from_row(row: &db::Row<'_>) -> Result<Self> {
+        let found = row.get::<Option<String>>("id")?.is_some();
+        Ok(Keyed {
+            key_hash: row.get("k_key_hash")?,
+            key_revoked_at: row.get("k_revoked_at")?,
+            row: if found { Some(WithDelivery::from_row(row)?) } else { None },
+        })
+    }
+}
 
 struct WithDelivery {
     challenge: ChallengeRow,
@@ -669,6 +733,73 @@ pub async fn get_addressed_to<'e>(
     .bind(device_id)
     .fetch_optional(db)
     .await
+}
+
+/// A device's fetch of one challenge with the proof of the request that asked for it: the
+/// proof is recorded as [`super::devices::check_proof`] records it, then the challenge is read
+/// if it was sent to the device ([`get_addressed_to`]). Nothing is read for a refused proof.
+///
+/// On PostgreSQL one statement (data-modifying CTEs) committed on its own, one round trip
+/// where the proof and the read took two; on SQLite, the proof check, then a read on a reader.
+pub async fn get_addressed_to_with_proof(
+    store: &Store,
+    proof: &ProofUse<'_>,
+    challenge_id: &str,
+) -> Result<std::result::Result<Option<ChallengeRow>, ProofRefused>> {
+    if store.backend() == Backend::Postgres {
+        let found: Option<ProvenFetch> = proof
+            .bind_to(db::query(&*ADDRESSED_WITH_PROOF).bind(challenge_id))
+            .fetch_optional(store.autocommit())
+            .await?;
+        let Some(found) = found else { return Ok(Err(ProofRefused::UnknownDevice)) };
+        return Ok(super::devices::refusal(found.revoked, found.fresh).map(|()| found.challenge));
+    }
+    let Some(checked) = super::devices::check_proof(store, proof).await? else {
+        return Ok(Err(ProofRefused::UnknownDevice));
+    };
+    if let Err(refused) = checked.accepted() {
+        return Ok(Err(refused));
+    }
+    Ok(Ok(get_addressed_to(store.reader(), challenge_id, proof.device_id).await?))
+}
+
+/// [`get_addressed_to_with_proof`] on PostgreSQL: the proof's CTEs (from `$2`, the device id),
+/// then one row while the device exists. The delivery is looked up by the parameters, not
+/// correlated with the join: a plan made while the tables were empty (and kept as the
+/// statement's generic plan) would otherwise hash the whole of `push_deliveries` on each run.
+static ADDRESSED_WITH_PROOF: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH {}
+         SELECT device.revoked_at AS device_revoked_at, EXISTS (SELECT 1 FROM proof) AS fresh, {}
+         FROM device LEFT JOIN challenges c ON c.id = $1 AND EXISTS
+              (SELECT 1 FROM push_deliveries d WHERE d.challenge_id = $1 AND d.device_id = $2)",
+        super::devices::proof_ctes(2),
+        prefixed("c")
+    )
+});
+
+/// [`COLUMNS`], each qualified with `table`.
+fn prefixed(table: &str) -> String {
+    COLUMNS.split(',').map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+/// A row of [`get_addressed_to_with_proof`]'s statement: the device's revocation, whether the
+/// proof was recorded, and the challenge's columns (all NULL when it was not found).
+struct ProvenFetch {
+    revoked: bool,
+    fresh: bool,
+    challenge: Option<ChallengeRow>,
+}
+
+impl db::FromRow for ProvenFetch {
+    fn from_row(row: &db::Row<'_>) -> Result<Self> {
+        let found = row.get::<Option<String>>("id")?.is_some();
+        Ok(ProvenFetch {
+            revoked: row.get::<Option<i64>>("device_revoked_at")?.is_some(),
+            fresh: row.get("fresh")?,
+            challenge: if found { Some(ChallengeRow::from_row(row)?) } else { None },
+        })
+    }
 }
 
 /// Pending, unexpired challenges addressed to a device: `(id, jws)`, oldest first.

@@ -16,6 +16,8 @@ both_databases!(
     fraud_locks_push_until_unlocked,
     replays_are_refused,
     answer_proofs_are_spent_whatever_the_outcome,
+    fetch_proofs_are_spent_whatever_the_outcome,
+    challenge_reads_check_the_key_first,
     one_answer_proof_decides_once_under_concurrency,
     revoked_after_fetch_cannot_answer,
     other_devices_cannot_answer,
@@ -191,6 +193,49 @@ async fn spends_its_proof(phone: &Phone, path: &str, body: &[u8], status: u16, c
     phone.send_with_proof("POST", path, Some(body.to_vec()), &proof).await.problem(401, "proof_replayed");
 }
 
+/// Fetches one challenge with a new proof, expecting `status` (and `code`, unless 200), then
+/// sends the same proof again: a replay.
+async fn fetch_spends_its_proof(phone: &Phone, id: &str, status: u16, code: &str) {
+    let path = format!("/v1/device/challenges/{id}");
+    let proof = phone.proof("GET", &path, b"");
+    let first = phone.send_with_proof("GET", &path, None, &proof).await;
+    if status == 200 {
+        assert_eq!(first.expect(200)["id"], id);
+    } else {
+        first.problem(status, code);
+    }
+    phone.send_with_proof("GET", &path, None, &proof).await.problem(401, "proof_replayed");
+}
+
+/// A fetch's proof is recorded in the statement that reads the challenge; a fetch refused
+/// for the challenge spends its proof all the same, and a refused proof reads nothing.
+async fn fetch_proofs_are_spent_whatever_the_outcome(db: Db) {
+    let app = TestApp::new(db).await;
+    let (rp, phone) = setup(&app, "ursula").await;
+    let (id, _) = new_challenge(&rp, json!({"user_id": "ursula"})).await;
+    fetch_spends_its_proof(&phone, &id, 200, "").await;
+    fetch_spends_its_proof(&phone, "chl_0000000000000000000000000000000a", 404, "not_found").await;
+    // Addressed to the user's devices of the moment: a device enrolled later cannot fetch it.
+    let later = Phone::enroll(&rp.enrollment_uri("ursula").await).await;
+    fetch_spends_its_proof(&later, &id, 404, "not_found").await;
+
+    let (jws, _) = phone.fetch(&id).await;
+    phone.post_response(&id, &phone.response_jws(&id, &jws, Decision::Approve, None)).await.expect(200);
+    fetch_spends_its_proof(&phone, &id, 409, "already_decided").await;
+
+    let (id, _) = new_challenge(&rp, json!({"user_id": "ursula", "ttl_seconds": 15})).await;
+    app.advance(16);
+    let mut late = phone.clone();
+    late.skew = 16;
+    fetch_spends_its_proof(&late, &id, 410, "challenge_expired").await;
+
+    // A revoked device reads nothing.
+    let (id, _) = new_challenge(&rp, json!({"user_id": "ursula"})).await;
+    let r = rp.call(reqwest::Method::DELETE, &format!("/v1/users/ursula/devices/{}", later.device_id), None).await;
+    assert_eq!(r.status, 204);
+    later.send("GET", &format!("/v1/device/challenges/{id}"), None).await.problem(401, "device_revoked");
+}
+
 /// An answer's proof is recorded with its decision; an answer refused before or at the
 /// decision spends its proof all the same.
 async fn answer_proofs_are_spent_whatever_the_outcome(db: Db) {
@@ -230,6 +275,60 @@ async fn answer_proofs_are_spent_whatever_the_outcome(db: Db) {
     assert_eq!(rp.get(&format!("/v1/challenges/{id}")).await.body["status"], "cancelled");
     // Nothing followed from the refused report: push is not locked.
     new_challenge(&rp, json!({"user_id": "olga"})).await;
+}
+
+/// The RP's read of a challenge checks its API key in the statement that reads the
+/// challenge: a missing, wrong or revoked key is refused whatever the challenge and the query.
+async fn challenge_reads_check_the_key_first(db: Db) {
+    use assent_server::api_keys;
+    use assent_server::audit::Actor;
+    use assent_server::clock::Clock as _;
+    use axum::http::{Method, StatusCode};
+    let app = TestApp::new(db).await;
+    let (rp, phone) = setup(&app, "vera").await;
+    let (id, _) = new_challenge(&rp, json!({"user_id": "vera"})).await;
+    let key = api_keys::create(&app.state.store, "reader", app.clock.now(), &Actor::Cli).await.unwrap();
+    let good = format!("Bearer {}", key.token);
+    let path = format!("/v1/challenges/{id}");
+    let unknown = "/v1/challenges/chl_0000000000000000000000000000000a".to_owned();
+    let bad_query = format!("{path}?wait=soon");
+
+    let read = app.anon(Method::GET, &path).auth(&good).send().await;
+    assert_eq!(read.assert_status(StatusCode::OK)["status"], "pending");
+    app.anon(Method::GET, &unknown).auth(&good).send().await.assert_problem(StatusCode::NOT_FOUND, "not_found");
+    let r = app.anon(Method::GET, &bad_query).auth(&good).send().await;
+    r.assert_problem(StatusCode::BAD_REQUEST, "invalid_query");
+
+    let refused = |bearer: Option<String>| {
+        let app = &app;
+        let paths = [path.clone(), unknown.clone(), bad_query.clone()];
+        async move {
+            for p in paths {
+                let call = app.anon(Method::GET, &p);
+                let call = match &bearer {
+                    Some(b) => call.auth(b),
+                    None => call,
+                };
+                call.send().await.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
+            }
+        }
+    };
+    refused(None).await;
+    refused(Some(format!("Bearer {}.wrongsecret", key.id))).await;
+    refused(Some("Bearer key_00000000000000000000000000000000.x".to_owned())).await;
+    refused(Some("Bearer nonsense".to_owned())).await;
+
+    // A long-poll with the key sees the answer.
+    let poll = app.anon(Method::GET, &format!("{path}?wait=10")).auth(&good).send();
+    let answer = async {
+        let (jws, _) = phone.fetch(&id).await;
+        phone.post_response(&id, &phone.response_jws(&id, &jws, Decision::Approve, None)).await.expect(200);
+    };
+    let (polled, ()) = tokio::join!(poll, answer);
+    assert_eq!(polled.assert_status(StatusCode::OK)["status"], "approved");
+
+    api_keys::revoke(&app.state.store, &key.id, app.clock.now(), &Actor::Cli).await.unwrap();
+    refused(Some(good.clone())).await;
 }
 
 /// The same answer sent many times at once, with one proof: one decision, one event, and

@@ -15,6 +15,8 @@ both_databases!(
     a_challenge_is_stored_with_its_deliveries_and_event_or_not_at_all,
     an_answer_its_proof_and_its_event_are_written_once,
     a_proof_recorded_in_a_transaction_goes_with_it,
+    a_fetch_records_its_proof_in_the_read,
+    a_challenge_is_read_with_the_key_that_asks,
     a_proof_id_is_recorded_once_and_never_for_a_revoked_device,
     push_targets_are_the_active_devices_with_the_recent_pushes,
     a_push_challenge_is_stored_only_while_its_snapshot_is_current,
@@ -333,6 +335,94 @@ async fn a_proof_recorded_in_a_transaction_goes_with_it(db: Db) {
     tx.commit().await.unwrap();
     assert_eq!((proofs(store, "jti-3").await, proofs(store, "jti-4").await), (0, 0));
     assert_eq!(last_seen(store, "dev_tx").await, Some(70_000));
+}
+
+async fn a_fetch_records_its_proof_in_the_read(db: Db) {
+    use store::challenges::{NewDelivery, get_addressed_to_with_proof};
+    use store::devices::{ProofRefused, ProofUse};
+    // The id of what was read, or why the proof was refused.
+    async fn fetch(store: &store::Store, proof: &ProofUse<'_>, id: &str) -> Result<Option<String>, ProofRefused> {
+        get_addressed_to_with_proof(store, proof, id).await.unwrap().map(|found| found.map(|row| row.id))
+    }
+    let app = TestApp::new(db).await;
+    let store = &app.state.store;
+    let mut tx = store.begin().await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_mine", "usr_combined", 1_000)).await.unwrap();
+    store::devices::insert(&mut tx, &device("dev_other", "usr_combined", 1_000)).await.unwrap();
+    let to_mine = [NewDelivery { device_id: "dev_mine", provider: "none", status: "not_sent" }];
+    store::challenges::insert(&mut tx, &challenge("chl_mine"), &to_mine, None).await.unwrap();
+    let to_other = [NewDelivery { device_id: "dev_other", provider: "none", status: "not_sent" }];
+    store::challenges::insert(&mut tx, &challenge("chl_other"), &to_other, None).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Addressed to the device: read, the proof recorded and last_seen_at moved.
+    let read = get_addressed_to_with_proof(store, &used("dev_mine", "jti-f1", 70_000, 10_000), "chl_mine").await;
+    let row = read.unwrap().unwrap().unwrap();
+    assert_eq!((row.id.as_str(), row.status.as_str(), row.user_id.as_str()), ("chl_mine", "pending", "usr_combined"));
+    assert_eq!((row.jws, row.expires_at), (Some("a.b.c".to_owned()), i64::MAX));
+    assert_eq!((proofs(store, "jti-f1").await, last_seen(store, "dev_mine").await), (1, Some(70_000)));
+
+    // The same proof again: refused, and nothing is read.
+    let replayed = fetch(store, &used("dev_mine", "jti-f1", 71_000, 11_000), "chl_mine").await;
+    assert_eq!(replayed, Err(ProofRefused::Replayed));
+
+    // Not addressed to the device, or no such challenge: nothing to read, the proof spent.
+    let other = fetch(store, &used("dev_mine", "jti-f2", 72_000, 12_000), "chl_other").await;
+    assert_eq!(other, Ok(None));
+    let missing = fetch(store, &used("dev_mine", "jti-f3", 72_000, 12_000), "chl_missing").await;
+    assert_eq!(missing, Ok(None));
+    assert_eq!((proofs(store, "jti-f2").await, proofs(store, "jti-f3").await), (1, 1));
+    // Seen within the minute: last_seen_at stays.
+    assert_eq!(last_seen(store, "dev_mine").await, Some(70_000));
+
+    // Unknown and revoked devices: refused, nothing written.
+    let nobody = fetch(store, &used("dev_nobody", "jti-f4", 80_000, 20_000), "chl_mine").await;
+    assert_eq!(nobody, Err(ProofRefused::UnknownDevice));
+    let mut tx = store.begin().await.unwrap();
+    assert!(store::devices::revoke(&mut tx, "usr_combined", "dev_other", 80_000).await.unwrap());
+    tx.commit().await.unwrap();
+    let revoked = fetch(store, &used("dev_other", "jti-f5", 300_000, 240_000), "chl_other").await;
+    assert_eq!(revoked, Err(ProofRefused::Revoked));
+    assert_eq!((proofs(store, "jti-f4").await, proofs(store, "jti-f5").await), (0, 0));
+    assert_eq!(last_seen(store, "dev_other").await, Some(1_000));
+}
+
+async fn a_challenge_is_read_with_the_key_that_asks(db: Db) {
+    use store::challenges::{NewDelivery, get_with_deliveries_and_key as read};
+    let app = TestApp::new(db).await;
+    let store = &app.state.store;
+    let mut tx = store.begin().await.unwrap();
+    store::api_keys::insert(&mut tx, "key_reader", "reader", "hash-r", 1).await.unwrap();
+    store::api_keys::insert(&mut tx, "key_gone", "gone", "hash-g", 1).await.unwrap();
+    assert!(store::api_keys::revoke(&mut tx, "key_gone", 5).await.unwrap());
+    let to = [
+        NewDelivery { device_id: "dev_b", provider: "none", status: "not_sent" },
+        NewDelivery { device_id: "dev_a", provider: "apns", status: "pending" },
+    ];
+    store::challenges::insert(&mut tx, &challenge("chl_two"), &to, None).await.unwrap();
+    store::challenges::insert(&mut tx, &challenge("chl_none"), &[], None).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let got = read(store.reader(), "chl_two", "key_reader").await.unwrap().unwrap();
+    assert_eq!((got.key_hash.as_str(), got.key_revoked_at), ("hash-r", None));
+    let (row, deliveries) = got.found.unwrap();
+    assert_eq!(row.id, "chl_two");
+    let devices: Vec<_> = deliveries.iter().map(|d| (d.device_id.as_str(), d.provider.as_str())).collect();
+    assert_eq!(devices, [("dev_a", "apns"), ("dev_b", "none")]);
+    // The same as the read without the key.
+    let (_, alone) = store::challenges::get_with_deliveries(store.reader(), "chl_two").await.unwrap().unwrap();
+    assert_eq!(alone.len(), deliveries.len());
+
+    let got = read(store.reader(), "chl_none", "key_reader").await.unwrap().unwrap();
+    let (row, deliveries) = got.found.unwrap();
+    assert_eq!((row.id.as_str(), deliveries.len()), ("chl_none", 0));
+    // No such challenge: the key all the same.
+    let got = read(store.reader(), "chl_missing", "key_reader").await.unwrap().unwrap();
+    assert_eq!((got.key_hash.as_str(), got.found.is_none()), ("hash-r", true));
+    // A revoked key says so; no such key, nothing at all.
+    let got = read(store.reader(), "chl_two", "key_gone").await.unwrap().unwrap();
+    assert_eq!(got.key_revoked_at, Some(5));
+    assert!(read(store.reader(), "chl_two", "key_nobody").await.unwrap().is_none());
 }
 
 fn device(id: &str, user_id: &str, created_at: i64) -> store::devices::DeviceRow {
