@@ -727,7 +727,7 @@ pub async fn get_addressed_to<'e>(
 ) -> Result<Option<ChallengeRow>> {
     db::query(format!(
         "SELECT {COLUMNS} FROM challenges WHERE id = $1 AND EXISTS \
-         (SELECT 1 FROM push_deliveries d WHERE d.challenge_id = challenges.id AND d.device_id = $2)"
+         (SELECT 1 FROM push_deliveries d WHERE d.challenge_id = $1 AND d.device_id = $2)"
     ))
     .bind(challenge_id)
     .bind(device_id)
