@@ -12,6 +12,7 @@ use crate::audit::{self, Actor};
 use crate::clock::{from_millis, to_millis};
 use crate::error::{Error, Result};
 use crate::ids::{IdKind, new_id, random_bytes};
+use crate::store::api_keys::StoredKey;
 use crate::store::{self, Store};
 
 /// A key as listed: never its secret.
@@ -116,12 +117,12 @@ impl ApiKeyClaim {
         Ok(ApiKeyClaim { id: id.to_owned(), secret_hash: hash_secret(secret) })
     }
 
-    /// Accepts the claim when the key it names exists (`stored`: its secret's hash and when
-    /// it was revoked), is not revoked, and the secret matches (compared in constant time).
-    pub fn check(&self, stored: Option<(&str, Option<i64>)>) -> Result<()> {
-        let Some((key_hash, revoked_at)) = stored else { return Err(REFUSED) };
-        let matches: bool = self.secret_hash.as_bytes().ct_eq(key_hash.as_bytes()).into();
-        if !matches || revoked_at.is_some() {
+    /// Accepts the claim when the key it names exists (`stored`, read by the caller), is not
+    /// revoked, and the secret matches (their hashes compared in constant time).
+    pub fn check(&self, stored: Option<&StoredKey>) -> Result<()> {
+        let Some(stored) = stored else { return Err(REFUSED) };
+        let matches: bool = self.secret_hash.as_bytes().ct_eq(stored.hash.as_bytes()).into();
+        if !matches || stored.revoked_at.is_some() {
             return Err(REFUSED);
         }
         Ok(())
@@ -130,7 +131,7 @@ impl ApiKeyClaim {
     /// Checks the claim on its own read of the key.
     pub async fn authenticate(&self, store: &Store) -> Result<()> {
         let row = store::api_keys::get(store.reader(), &self.id).await?;
-        self.check(row.as_ref().map(|r| (r.key_hash.as_str(), r.revoked_at)))
+        self.check(row.map(|r| StoredKey { hash: r.key_hash, revoked_at: r.revoked_at }).as_ref())
     }
 }
 

@@ -24,6 +24,7 @@ use crate::fallback::OtpChannel;
 use crate::ids::{IdKind, new_id};
 use crate::otp;
 use crate::state::AppState;
+use crate::store::api_keys::StoredKey;
 use crate::store::challenges::{Answered, ChallengeRow, NewDelivery, Verdict};
 use crate::store::{self, Tx, users::UserRow};
 use crate::users::UserId;
@@ -310,9 +311,70 @@ fn choose_factor(state: &AppState, channel: Channel, has_device: bool, user: &Us
 }
 
 /// Creates a challenge (DESIGN section 4, challenge steps 1-3; section 5 for codes).
+///
+/// `caller`'s key is checked by the first step that answers or writes: on the common path,
+/// in the statement that reads the user's devices ([`store::challenges::push_snapshot_and_key`]);
+/// before an idempotent replay, a challenge created with the user's row locked, or any error,
+/// on its own read.
 pub async fn create(
     state: &AppState,
+    caller: &ApiKeyClaim,
+    idempotency_key: Option<&str>,
+    new: NewChallenge,
+) -> Result<ChallengeCreated> {
+    let mut check = KeyCheck::Pending(caller);
+    let created = create_as(state, &caller.id, &mut check, idempotency_key, new).await;
+    if created.is_err() {
+        // Nothing is answered to a caller whose key does not hold.
+        check.now(state).await?;
+    }
+    created
+}
+
+/// [`create`] for a caller the server authenticated otherwise (the demo's signed-in user),
+/// recorded as created by `api_key_id`.
+pub async fn create_unkeyed(state: &AppState, api_key_id: &str, new: NewChallenge) -> Result<ChallengeCreated> {
+    create_as(state, api_key_id, &mut KeyCheck::Done, None, new).await
+}
+
+/// Whether a creation's API key is yet to be checked.
+enum KeyCheck<'a> {
+    Pending(&'a ApiKeyClaim),
+    Done,
+}
+
+impl KeyCheck<'_> {
+    /// Checks the key on its own read, unless that was done.
+    async fn now(&mut self, state: &AppState) -> Result<()> {
+        if let KeyCheck::Pending(claim) = self {
+            claim.authenticate(&state.store).await?;
+            *self = KeyCheck::Done;
+        }
+        Ok(())
+    }
+
+    /// The key to read with the next read, if it is yet to be checked.
+    fn to_read(&self) -> Option<&str> {
+        match self {
+            KeyCheck::Pending(claim) => Some(&claim.id),
+            KeyCheck::Done => None,
+        }
+    }
+
+    /// Checks the key on `stored`, read by the caller with [`KeyCheck::to_read`].
+    fn on(&mut self, stored: Option<&StoredKey>) -> Result<()> {
+        if let KeyCheck::Pending(claim) = self {
+            claim.check(stored)?;
+            *self = KeyCheck::Done;
+        }
+        Ok(())
+    }
+}
+
+async fn create_as(
+    state: &AppState,
     api_key_id: &str,
+    check: &mut KeyCheck<'_>,
     idempotency_key: Option<&str>,
     new: NewChallenge,
 ) -> Result<ChallengeCreated> {
@@ -322,6 +384,7 @@ pub async fn create(
         if key.is_empty() || key.len() > 255 {
             return Err(Error::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters"));
         }
+        check.now(state).await?;
         if let Some(existing) = store::challenges::by_idempotency_key(state.store.reader(), api_key_id, key).await? {
             return replay(state, existing, &request_hash).await;
         }
@@ -360,10 +423,11 @@ pub async fn create(
         now,
     };
     if matches!(new.channel, Channel::Auto | Channel::Push)
-        && let Some(created) = create_push_unlocked(state, &draft).await?
+        && let Some(created) = create_push_unlocked(state, &draft, check).await?
     {
         return Ok(created);
     }
+    check.now(state).await?;
     create_locked(state, draft, new.channel, new.ttl_seconds).await
 }
 
@@ -457,16 +521,26 @@ fn deliveries_to(devices: &[store::devices::DeviceRow]) -> Vec<NewDelivery<'_>> 
 /// one snapshot and stored only if the user's `challenge_seq` has not moved since
 /// ([`store::challenges::insert_unless_changed`]). `None` when the case does not hold or the
 /// snapshot went stale: [`create_locked`] then decides.
-async fn create_push_unlocked(state: &AppState, draft: &Draft) -> Result<Option<ChallengeCreated>> {
-    let snapshot = store::challenges::push_snapshot(
-        state.store.reader(),
-        draft.user_id(),
-        draft.window_start(),
-        i64::from(draft.limit),
-        draft.row.created_at,
-    )
-    .await?;
-    let Some(snapshot) = snapshot else { return Ok(None) };
+async fn create_push_unlocked(
+    state: &AppState,
+    draft: &Draft,
+    check: &mut KeyCheck<'_>,
+) -> Result<Option<ChallengeCreated>> {
+    let (since, limit, now) = (draft.window_start(), i64::from(draft.limit), draft.row.created_at);
+    let reader = state.store.reader();
+    let snapshot = match check.to_read() {
+        Some(key_id) => {
+            let read = store::challenges::push_snapshot_and_key(reader, draft.user_id(), since, limit, now, key_id);
+            let Some((snapshot, key)) = read.await? else { return Ok(None) };
+            check.on(key.as_ref())?;
+            snapshot
+        }
+        None => {
+            let read = store::challenges::push_snapshot(reader, draft.user_id(), since, limit, now).await?;
+            let Some(snapshot) = read else { return Ok(None) };
+            snapshot
+        }
+    };
     if snapshot.push_locked
         || snapshot.recent.len() >= draft.limit as usize
         || snapshot.recent.iter().any(|r| r.live_pending)
@@ -784,7 +858,7 @@ pub async fn get(state: &AppState, caller: &ApiKeyClaim, id: &str, wait: Option<
     // Subscribe before reading, so a decision between the read and the wait is not missed.
     let changes = state.wake.subscribe();
     let read = store::challenges::get_with_deliveries_and_key(state.store.reader(), id, &caller.id).await?;
-    caller.check(read.as_ref().map(|k| (k.key_hash.as_str(), k.key_revoked_at)))?;
+    caller.check(read.as_ref().map(|k| &k.key))?;
     let first = expiry_applied(state, id, read.and_then(|k| k.found)).await?;
     held(state, id, wait, changes, first).await
 }

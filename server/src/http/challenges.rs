@@ -35,19 +35,29 @@ use crate::fallback::{self, VerifyCode};
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<RpCaller>,
+    Extension(caller): Extension<ApiKeyClaim>,
     headers: HeaderMap,
-    Json(body): Json<NewChallenge>,
-) -> Result<(StatusCode, Json<ChallengeCreated>)> {
-    let key = match headers.get("idempotency-key") {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| Error::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?,
-        ),
-        None => None,
+    body: Result<Json<NewChallenge>, Problem>,
+) -> Result<(StatusCode, Json<ChallengeCreated>), Response> {
+    let (body, key) = match (body, headers.get("idempotency-key").map(|v| v.to_str()).transpose()) {
+        (Ok(Json(body)), Ok(key)) => (body, key),
+        (Err(problem), _) => return Err(refused_after_key_check(&state, &caller, problem).await),
+        (Ok(_), Err(_)) => {
+            let problem = Error::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII");
+            return Err(refused_after_key_check(&state, &caller, problem.into()).await);
+        }
     };
-    let created = challenges::create(&state, &caller.key_id, key, body).await?;
+    let created = challenges::create(&state, &caller, key, body).await.map_err(IntoResponse::into_response)?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The answer to a request refused before its handler read anything: `problem`, once the
+/// caller's key holds, since nothing is answered to a caller whose key does not.
+async fn refused_after_key_check(state: &AppState, caller: &ApiKeyClaim, problem: Problem) -> Response {
+    match caller.authenticate(&state.store).await {
+        Ok(()) => problem.into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Long-poll control.
@@ -70,11 +80,7 @@ pub(super) async fn get(
 ) -> Result<Json<ChallengeView>, Response> {
     let Query(q) = match query {
         Ok(query) => query,
-        // The key is checked before anything about the request is answered.
-        Err(problem) => {
-            caller.authenticate(&state.store).await.map_err(IntoResponse::into_response)?;
-            return Err(problem.into_response());
-        }
+        Err(problem) => return Err(refused_after_key_check(&state, &caller, problem).await),
     };
     challenges::get(&state, &caller, &id, q.wait).await.map(Json).map_err(IntoResponse::into_response)
 }

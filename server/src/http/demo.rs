@@ -234,7 +234,7 @@ async fn approval_start(
         ttl_seconds: Some(120),
         channel: challenges::Channel::Auto,
     };
-    let created = challenges::create(&state, "demo", None, new).await?;
+    let created = challenges::create_unkeyed(&state, "demo", new).await?;
     let mut answer = serde_json::to_value(&created)?;
     answer["details"] = serde_json::to_value(&details)?;
     Ok((StatusCode::CREATED, Json(answer)))

@@ -95,7 +95,6 @@ fn rp_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::list_devices))
         .routes(routes!(users::revoke_device))
         .routes(routes!(users::unlock))
-        .routes(routes!(challenges::create))
         .routes(routes!(challenges::cancel))
         .routes(routes!(challenges::verify))
         .routes(routes!(challenges::resend))
@@ -108,9 +107,10 @@ fn rp_routes() -> OpenApiRouter<AppState> {
 }
 
 /// RP routes whose handler checks the API key itself, in the statement of its first read: the
-/// long-poll of a challenge's result (see `challenges::get`).
+/// two RP requests of every push approval, a new challenge (see `challenges::create`) and the
+/// long-poll of its result (see `challenges::get`).
 fn rp_claimed_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(challenges::get))
+    OpenApiRouter::new().routes(routes!(challenges::create)).routes(routes!(challenges::get))
 }
 
 /// Routes for phones, all behind a device proof.

@@ -33,6 +33,24 @@ pub async fn insert(conn: &mut Tx, id: &str, name: &str, key_hash: &str, now: i6
     Ok(())
 }
 
+/// What checking a key needs of it as stored, read by a statement that also reads what the
+/// request asked for: its columns there are `k_key_hash` and `k_revoked_at`.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    /// Unix ms, when revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl StoredKey {
+    /// The key from a row's `k_key_hash` and `k_revoked_at`; `None` when there was no such key.
+    pub(super) fn from_columns(row: &db::Row<'_>) -> Result<Option<Self>> {
+        let Some(hash) = row.get::<Option<String>>("k_key_hash")? else { return Ok(None) };
+        Ok(Some(StoredKey { hash, revoked_at: row.get("k_revoked_at")? }))
+    }
+}
+
 /// The key with this id, revoked or not.
 pub async fn get<'e>(db: impl Into<Db<'e>>, id: &str) -> Result<Option<ApiKeyRow>> {
     db::query("SELECT id, name, key_hash, created_at, revoked_at FROM api_keys WHERE id = $1")

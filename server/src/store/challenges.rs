@@ -1,6 +1,7 @@
 //! Challenges and their per-device push deliveries. A challenge leaves `pending` through
 //! one conditional UPDATE, so it is decided exactly once whatever races.
 
+use super::api_keys::StoredKey;
 use super::devices::{ProofRefused, ProofUse};
 use super::events::NewEvent;
 use super::{Backend, Db, Store, Tx, db};
@@ -233,10 +234,8 @@ pub async fn get_with_deliveries<'e>(
 /// it looks at the rest.
 #[derive(Debug)]
 pub struct WithKey<T> {
-    /// Hex SHA-256 of the key's secret.
-    pub key_hash: String,
-    /// Unix ms, when the key was revoked.
-    pub key_revoked_at: Option<i64>,
+    /// The key.
+    pub key: StoredKey,
     /// What was asked for.
     pub found: T,
 }
@@ -249,9 +248,8 @@ pub async fn get_with_deliveries_and_key<'e>(
     key_id: &str,
 ) -> Result<Option<WithKey<Option<(ChallengeRow, Vec<DeliveryRow>)>>>> {
     let rows: Vec<Keyed> = db::query(&*WITH_DELIVERIES_AND_KEY).bind(id).bind(key_id).fetch_all(db).await?;
-    let Some(first) = rows.first() else { return Ok(None) };
-    let (key_hash, key_revoked_at) = (first.key_hash.clone(), first.key_revoked_at);
-    Ok(Some(WithKey { key_hash, key_revoked_at, found: gather(rows.into_iter().filter_map(|r| r.row)) }))
+    let Some(key) = rows.first().and_then(|first| first.key.clone()) else { return Ok(None) };
+    Ok(Some(WithKey { key, found: gather(rows.into_iter().filter_map(|r| r.row)) }))
 }
 
 /// The challenge and its deliveries from the rows of one challenge, if there are any.
@@ -291,8 +289,7 @@ static WITH_DELIVERIES_AND_KEY: std::sync::LazyLock<String> = std::sync::LazyLoc
 });
 
 struct Keyed {
-    key_hash: String,
-    key_revoked_at: Option<i64>,
+    key: Option<StoredKey>,
     row: Option<WithDelivery>,
 }
 
@@ -300,8 +297,7 @@ impl db::FromRow for Keyed {
     fn from_row(row: &db::Row<'_>) -> Result<Self> {
         let found = row.get::<Option<String>>("id")?.is_some();
         Ok(Keyed {
-            key_hash: row.get("k_key_hash")?,
-            key_revoked_at: row.get("k_revoked_at")?,
+            key: StoredKey::from_columns(row)?,
             row: if found { Some(WithDelivery::from_row(row)?) } else { None },
         })
     }
@@ -565,6 +561,32 @@ pub async fn push_snapshot<'e>(
     limit: i64,
     now: i64,
 ) -> Result<Option<PushSnapshot>> {
+    Ok(snapshot_and_key(db, user_id, since, limit, now, None).await?.map(|(snapshot, _)| snapshot))
+}
+
+/// [`push_snapshot`], and the API key `key_id` as stored (`None`: no such key) in the same
+/// statement, for the caller to check the key before it acts on the snapshot: one round trip
+/// where a new challenge's key check and snapshot took two. `None` when the user has no active
+/// device.
+pub async fn push_snapshot_and_key<'e>(
+    db: impl Into<Db<'e>>,
+    user_id: &str,
+    since: i64,
+    limit: i64,
+    now: i64,
+    key_id: &str,
+) -> Result<Option<(PushSnapshot, Option<StoredKey>)>> {
+    snapshot_and_key(db, user_id, since, limit, now, Some(key_id)).await
+}
+
+async fn snapshot_and_key<'e>(
+    db: impl Into<Db<'e>>,
+    user_id: &str,
+    since: i64,
+    limit: i64,
+    now: i64,
+    key_id: Option<&str>,
+) -> Result<Option<(PushSnapshot, Option<StoredKey>)>> {
     let mut db = db.into();
     let postgres = db.backend() == Backend::Postgres;
     // On PostgreSQL the recent pushes ride along as one JSON column.
@@ -576,8 +598,19 @@ pub async fn push_snapshot<'e>(
     } else {
         "NULL"
     };
+    // The key's parameter comes after the others.
+    let key = match key_id {
+        Some(_) => {
+            let n = if postgres { 5 } else { 2 };
+            format!(
+                "(SELECT key_hash FROM api_keys WHERE id = ${n}) AS k_key_hash,
+                 (SELECT revoked_at FROM api_keys WHERE id = ${n}) AS k_revoked_at"
+            )
+        }
+        None => "NULL AS k_key_hash, NULL AS k_revoked_at".to_owned(),
+    };
     let sql = format!(
-        "SELECT {}, u.challenge_seq, u.push_locked_at, {recent} AS recent
+        "SELECT {}, u.challenge_seq, u.push_locked_at, {recent} AS recent, {key}
          FROM devices, (SELECT challenge_seq, push_locked_at FROM users WHERE id = $1) u
          WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
         super::devices::COLUMNS
@@ -586,9 +619,12 @@ pub async fn push_snapshot<'e>(
     if postgres {
         query = query.bind(since).bind(limit).bind(now);
     }
+    if let Some(key_id) = key_id {
+        query = query.bind(key_id);
+    }
     let rows: Vec<SnapshotRow> = query.fetch_all(db.reborrow()).await?;
     let Some(first) = rows.first() else { return Ok(None) };
-    let (seq, push_locked) = (first.seq, first.push_locked);
+    let (seq, push_locked, key) = (first.seq, first.push_locked, first.key.clone());
     let recent = match &first.recent {
         Some(json) => serde_json::from_str::<Vec<(i64, bool)>>(json)?
             .into_iter()
@@ -598,7 +634,7 @@ pub async fn push_snapshot<'e>(
         None => recent_pushes(db, user_id, since, limit, now).await?,
     };
     let devices = rows.into_iter().map(|r| r.device).collect();
-    Ok(Some(PushSnapshot { devices, recent, seq, push_locked }))
+    Ok(Some((PushSnapshot { devices, recent, seq, push_locked }, key)))
 }
 
 struct SnapshotRow {
@@ -606,6 +642,7 @@ struct SnapshotRow {
     seq: i64,
     push_locked: bool,
     recent: Option<String>,
+    key: Option<StoredKey>,
 }
 
 impl db::FromRow for SnapshotRow {
@@ -615,6 +652,7 @@ impl db::FromRow for SnapshotRow {
             seq: row.get("challenge_seq")?,
             push_locked: row.get::<Option<i64>>("push_locked_at")?.is_some(),
             recent: row.get("recent")?,
+            key: StoredKey::from_columns(row)?,
         })
     }
 }

@@ -18,6 +18,7 @@ both_databases!(
     answer_proofs_are_spent_whatever_the_outcome,
     fetch_proofs_are_spent_whatever_the_outcome,
     challenge_reads_check_the_key_first,
+    challenge_creation_checks_the_key_first,
     one_answer_proof_decides_once_under_concurrency,
     revoked_after_fetch_cannot_answer,
     other_devices_cannot_answer,
@@ -329,6 +330,60 @@ async fn challenge_reads_check_the_key_first(db: Db) {
 
     api_keys::revoke(&app.state.store, &key.id, app.clock.now(), &Actor::Cli).await.unwrap();
     refused(Some(good.clone())).await;
+}
+
+/// A new challenge's API key is checked in the statement that reads the user's devices, or
+/// on its own before anything else is answered or written: a wrong or revoked key creates
+/// nothing and learns nothing, whatever the body, the user or the idempotency key.
+async fn challenge_creation_checks_the_key_first(db: Db) {
+    use assent_server::api_keys;
+    use assent_server::audit::Actor;
+    use assent_server::clock::Clock as _;
+    use axum::http::{Method, StatusCode};
+    let app = TestApp::new(db).await;
+    let (rp, _phone) = setup(&app, "wanda").await;
+    rp.user("xavier", "no device").await;
+    let key = api_keys::create(&app.state.store, "creator", app.clock.now(), &Actor::Cli).await.unwrap();
+    let good = format!("Bearer {}", key.token);
+    let create = |bearer: String, body: Value, idempotency: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut call = app.anon(Method::POST, "/v1/challenges").auth(&bearer).json(body);
+            if let Some(k) = idempotency {
+                call = call.header("idempotency-key", k);
+            }
+            call.send().await
+        }
+    };
+    let push = json!({"user_id": "wanda", "title": "Pay EUR 42.00"});
+    let first = create(good.clone(), push.clone(), Some("once")).await;
+    let id = first.assert_status(StatusCode::CREATED)["id"].clone();
+
+    let bodies = [
+        (push.clone(), None),                                  // the snapshot's path
+        (push.clone(), Some("once")),                          // an idempotent replay
+        (json!({"user_id": "xavier"}), None),                  // no device: the locked path
+        (json!({"user_id": "nobody"}), None),                  // no such user
+        (json!({"user_id": "wanda", "ttl_seconds": 1}), None), // invalid
+        (json!({"title": 42}), None),                          // malformed
+    ];
+    for bearer in [format!("Bearer {}.wrongsecret", key.id), "Bearer key_00000000000000000000000000000000.x".to_owned()]
+    {
+        for (body, idempotency) in bodies.clone() {
+            let r = create(bearer.clone(), body.clone(), idempotency).await;
+            r.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    api_keys::revoke(&app.state.store, &key.id, app.clock.now(), &Actor::Cli).await.unwrap();
+    for (body, idempotency) in bodies {
+        create(good.clone(), body, idempotency).await.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // Nothing was created: the first challenge is still the user's one pending push.
+    let pending = rp.get(&format!("/v1/challenges/{}", id.as_str().unwrap())).await;
+    assert_eq!(pending.body["status"], "pending");
+    let events = rp.get("/v1/events?user_id=wanda").await;
+    let created = events.body["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "challenge.created").count();
+    assert_eq!(created, 1);
 }
 
 /// The same answer sent many times at once, with one proof: one decision, one event, and

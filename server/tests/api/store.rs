@@ -404,7 +404,7 @@ async fn a_challenge_is_read_with_the_key_that_asks(db: Db) {
     tx.commit().await.unwrap();
 
     let got = read(store.reader(), "chl_two", "key_reader").await.unwrap().unwrap();
-    assert_eq!((got.key_hash.as_str(), got.key_revoked_at), ("hash-r", None));
+    assert_eq!((got.key.hash.as_str(), got.key.revoked_at), ("hash-r", None));
     let (row, deliveries) = got.found.unwrap();
     assert_eq!(row.id, "chl_two");
     let devices: Vec<_> = deliveries.iter().map(|d| (d.device_id.as_str(), d.provider.as_str())).collect();
@@ -418,10 +418,10 @@ async fn a_challenge_is_read_with_the_key_that_asks(db: Db) {
     assert_eq!((row.id.as_str(), deliveries.len()), ("chl_none", 0));
     // No such challenge: the key all the same.
     let got = read(store.reader(), "chl_missing", "key_reader").await.unwrap().unwrap();
-    assert_eq!((got.key_hash.as_str(), got.found.is_none()), ("hash-r", true));
+    assert_eq!((got.key.hash.as_str(), got.found.is_none()), ("hash-r", true));
     // A revoked key says so; no such key, nothing at all.
     let got = read(store.reader(), "chl_two", "key_gone").await.unwrap().unwrap();
-    assert_eq!(got.key_revoked_at, Some(5));
+    assert_eq!(got.key.revoked_at, Some(5));
     assert!(read(store.reader(), "chl_two", "key_nobody").await.unwrap().is_none());
 }
 
@@ -540,6 +540,22 @@ async fn push_targets_are_the_active_devices_with_the_recent_pushes(db: Db) {
     tx.commit().await.unwrap();
     let snapshot = push_snapshot(store.reader(), "usr_combined", 2_000, 10, 10_000).await.unwrap().unwrap();
     assert_eq!((snapshot.devices.len(), snapshot.recent.len(), snapshot.seq, snapshot.push_locked), (2, 3, 1, true));
+
+    // With the API key that asks, in the same read: as stored, or None when there is none.
+    let mut tx = store.begin().await.unwrap();
+    store::api_keys::insert(&mut tx, "key_snap", "snap", "hash-s", 1).await.unwrap();
+    tx.commit().await.unwrap();
+    let with_key = |key_id: &'static str| {
+        store::challenges::push_snapshot_and_key(store.reader(), "usr_combined", 2_000, 10, 10_000, key_id)
+    };
+    let (snapshot, key) = with_key("key_snap").await.unwrap().unwrap();
+    assert_eq!((snapshot.devices.len(), snapshot.recent.len(), snapshot.seq, snapshot.push_locked), (2, 3, 1, true));
+    let key = key.unwrap();
+    assert_eq!((key.hash.as_str(), key.revoked_at), ("hash-s", None));
+    let (_, key) = with_key("key_nobody").await.unwrap().unwrap();
+    assert!(key.is_none());
+    let no_device = store::challenges::push_snapshot_and_key(store.reader(), "usr_nobody", 0, 10, 10_000, "key_snap");
+    assert!(no_device.await.unwrap().is_none());
 }
 
 async fn a_push_challenge_is_stored_only_while_its_snapshot_is_current(db: Db) {
