@@ -411,20 +411,7 @@ pub async fn decide_answer(
     event: &NewEvent<'_>,
 ) -> Result<Answered> {
     if store.backend() == Backend::Postgres {
-        // One row while the device exists: its revocation, whether the proof was recorded, and
-        // whether the challenge was decided (then announced; a function in FROM always runs).
-        let sql = format!(
-            "WITH {},
-                  decided AS ({DECIDE} AND EXISTS (SELECT 1 FROM proof) RETURNING id),
-                  logged AS ({} SELECT $8, $9, $10, $11, $12, $13 FROM decided),
-                  announced AS (SELECT 1 FROM decided, pg_notify($14, decided.id))
-             SELECT device.revoked_at, EXISTS (SELECT 1 FROM proof) AS fresh,
-                    EXISTS (SELECT 1 FROM announced) AS decided
-             FROM device",
-            super::devices::proof_ctes(15),
-            super::events::INSERT
-        );
-        let query = event.bind_to(bind_verdict(db::query(sql), verdict)).bind(super::notify::CHANNEL);
+        let query = event.bind_to(bind_verdict(db::query(&*DECIDE_ANSWER), verdict)).bind(super::notify::CHANNEL);
         let found: Option<(Option<i64>, bool, bool)> = proof.bind_to(query).fetch_optional(store.autocommit()).await?;
         let Some((revoked_at, fresh, decided)) = found else {
             return Ok(Answered::ProofRefused(ProofRefused::UnknownDevice));
@@ -446,6 +433,23 @@ pub async fn decide_answer(
     tx.commit().await?;
     Ok(if decided { Answered::Decided } else { Answered::NotPending })
 }
+
+/// [`decide_answer`] on PostgreSQL: one row while the device exists: its revocation, whether
+/// the proof was recorded, and whether the challenge was decided (then announced; a function
+/// in FROM always runs).
+static DECIDE_ANSWER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH {},
+              decided AS ({DECIDE} AND EXISTS (SELECT 1 FROM proof) RETURNING id),
+              logged AS ({} SELECT $8, $9, $10, $11, $12, $13 FROM decided),
+              announced AS (SELECT 1 FROM decided, pg_notify($14, decided.id))
+         SELECT device.revoked_at, EXISTS (SELECT 1 FROM proof) AS fresh,
+                EXISTS (SELECT 1 FROM announced) AS decided
+         FROM device",
+        super::devices::proof_ctes(15),
+        super::events::INSERT
+    )
+});
 
 /// Expires pending challenges whose time is up (all of them, or just `only`), returning
 /// `(id, user_id)` of each one this call expired.
@@ -589,33 +593,7 @@ async fn snapshot_and_key<'e>(
 ) -> Result<Option<(PushSnapshot, Option<StoredKey>)>> {
     let mut db = db.into();
     let postgres = db.backend() == Backend::Postgres;
-    // On PostgreSQL the recent pushes ride along as one JSON column.
-    let recent = if postgres {
-        "(SELECT json_agg(json_build_array(r.created_at, r.live) ORDER BY r.created_at DESC)
-          FROM (SELECT created_at, status = 'pending' AND expires_at > $4 AS live FROM challenges
-                WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
-                ORDER BY created_at DESC LIMIT $3) r)::text"
-    } else {
-        "NULL"
-    };
-    // The key's parameter comes after the others.
-    let key = match key_id {
-        Some(_) => {
-            let n = if postgres { 5 } else { 2 };
-            format!(
-                "(SELECT key_hash FROM api_keys WHERE id = ${n}) AS k_key_hash,
-                 (SELECT revoked_at FROM api_keys WHERE id = ${n}) AS k_revoked_at"
-            )
-        }
-        None => "NULL AS k_key_hash, NULL AS k_revoked_at".to_owned(),
-    };
-    let sql = format!(
-        "SELECT {}, u.challenge_seq, u.push_locked_at, {recent} AS recent, {key}
-         FROM devices, (SELECT challenge_seq, push_locked_at FROM users WHERE id = $1) u
-         WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
-        super::devices::COLUMNS
-    );
-    let mut query = db::query(sql).bind(user_id);
+    let mut query = db::query(snapshot_sql(postgres, key_id.is_some())).bind(user_id);
     if postgres {
         query = query.bind(since).bind(limit).bind(now);
     }
@@ -635,6 +613,53 @@ async fn snapshot_and_key<'e>(
     };
     let devices = rows.into_iter().map(|r| r.device).collect();
     Ok(Some((PushSnapshot { devices, recent, seq, push_locked }, key)))
+}
+
+/// The snapshot's statement: on PostgreSQL with the recent pushes as one JSON column (`$2` to
+/// `$4`), and with the key (its id the last parameter) when `keyed`.
+fn snapshot_sql(postgres: bool, keyed: bool) -> String {
+    let recent = if postgres {
+        "(SELECT json_agg(json_build_array(r.created_at, r.live) ORDER BY r.created_at DESC)
+          FROM (SELECT created_at, status = 'pending' AND expires_at > $4 AS live FROM challenges
+                WHERE user_id = $1 AND factor = 'push' AND created_at >= $2
+                ORDER BY created_at DESC LIMIT $3) r)::text"
+    } else {
+        "NULL"
+    };
+    let key = if keyed {
+        let n = if postgres { 5 } else { 2 };
+        format!(
+            "(SELECT key_hash FROM api_keys WHERE id = ${n}) AS k_key_hash,
+             (SELECT revoked_at FROM api_keys WHERE id = ${n}) AS k_revoked_at"
+        )
+    } else {
+        "NULL AS k_key_hash, NULL AS k_revoked_at".to_owned()
+    };
+    format!(
+        "SELECT {}, u.challenge_seq, u.push_locked_at, {recent} AS recent, {key}
+         FROM devices, (SELECT challenge_seq, push_locked_at FROM users WHERE id = $1) u
+         WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
+        super::devices::COLUMNS
+    )
+}
+
+/// The PostgreSQL statements of a push approval cycle, by name, in the form they run in:
+/// a test checks that none of their plans scans a whole table, even a generic plan made
+/// while the tables were empty.
+#[doc(hidden)]
+pub fn push_cycle_statements() -> Vec<(&'static str, String)> {
+    let delivery = [NewDelivery { device_id: "", provider: "", status: "" }];
+    let event = NewEvent { id: "", at: 0, kind: "", user_id: None, actor: "", data: "" };
+    vec![
+        ("create: snapshot with the key", snapshot_sql(true, true)),
+        ("create: insert unless changed", insert_with_cte(true, &delivery, Some(&event))),
+        ("long-poll: read with the key", WITH_DELIVERIES_AND_KEY.clone()),
+        ("long-poll: read", WITH_DELIVERIES.clone()),
+        ("fetch with the proof", ADDRESSED_WITH_PROOF.clone()),
+        ("answer with the proof", DECIDE_ANSWER.clone()),
+        ("device request proof", super::devices::CHECK_PROOF.clone()),
+        ("challenge addressed to a device", ADDRESSED_TO.clone()),
+    ]
 }
 
 struct SnapshotRow {
@@ -763,15 +788,15 @@ pub async fn get_addressed_to<'e>(
     challenge_id: &str,
     device_id: &str,
 ) -> Result<Option<ChallengeRow>> {
-    db::query(format!(
+    db::query(&*ADDRESSED_TO).bind(challenge_id).bind(device_id).fetch_optional(db).await
+}
+
+static ADDRESSED_TO: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         "SELECT {COLUMNS} FROM challenges WHERE id = $1 AND EXISTS \
          (SELECT 1 FROM push_deliveries d WHERE d.challenge_id = $1 AND d.device_id = $2)"
-    ))
-    .bind(challenge_id)
-    .bind(device_id)
-    .fetch_optional(db)
-    .await
-}
+    )
+});
 
 /// A device's fetch of one challenge with the proof of the request that asked for it: the
 /// proof is recorded as [`super::devices::check_proof`] records it, then the challenge is read

@@ -197,6 +197,11 @@ pub(super) fn proof_ctes(first: usize) -> String {
     )
 }
 
+/// [`check_proof`] on PostgreSQL.
+pub(super) static CHECK_PROOF: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("WITH {} SELECT {COLUMNS}, EXISTS (SELECT 1 FROM proof) AS fresh FROM device", proof_ctes(1))
+});
+
 /// Reads the device and, when it is active, records the proof (see [`ProofUse`]). `None`
 /// when there is no such device.
 ///
@@ -205,8 +210,8 @@ pub(super) fn proof_ctes(first: usize) -> String {
 /// (data-modifying CTEs) committed on its own; on SQLite, a read then the writes.
 pub async fn check_proof(store: &Store, proof: &ProofUse<'_>) -> Result<Option<ProofCheck>> {
     if store.backend() == Backend::Postgres {
-        let sql = format!("WITH {} SELECT {COLUMNS}, EXISTS (SELECT 1 FROM proof) AS fresh FROM device", proof_ctes(1));
-        let found: Option<WithFresh> = proof.bind_to(db::query(sql)).fetch_optional(store.autocommit()).await?;
+        let found: Option<WithFresh> =
+            proof.bind_to(db::query(&*CHECK_PROOF)).fetch_optional(store.autocommit()).await?;
         return Ok(found.map(|f| ProofCheck { device: f.device, fresh: f.fresh }));
     }
     let Some(device) = get(store.reader(), proof.device_id).await? else { return Ok(None) };

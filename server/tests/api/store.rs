@@ -243,6 +243,35 @@ async fn an_answer_its_proof_and_its_event_are_written_once(db: Db) {
     assert_eq!(count(store, "SELECT COUNT(*) FROM events WHERE id = $1", "evt_late").await, 0);
 }
 
+/// No statement of the push cycle scans a whole table on PostgreSQL, whatever plan a
+/// connection keeps: each is planned generically (as PostgreSQL may do after five runs of a
+/// prepared statement) on the empty tables of a fresh database, where a bad plan looks
+/// cheapest and then stays cached while the tables grow.
+#[tokio::test]
+async fn push_cycle_plans_never_scan_a_table() {
+    use sqlx::Connection as _;
+    let app = TestApp::new(Db::Postgres).await;
+    let mut conn = sqlx::PgConnection::connect(&app.db.pg.as_ref().unwrap().url).await.unwrap();
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan").execute(&mut conn).await.unwrap();
+    let statements = store::challenges::push_cycle_statements();
+    for (i, (name, sql)) in statements.iter().enumerate() {
+        let params = sql
+            .split('$')
+            .skip(1)
+            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        sqlx::raw_sql(&format!("PREPARE s{i} AS {sql}")).execute(&mut conn).await.unwrap();
+        let nulls = vec!["NULL"; params].join(", ");
+        let explain = format!("EXPLAIN EXECUTE s{i}({nulls})");
+        let lines: Vec<(String,)> = sqlx::query_as(&explain).fetch_all(&mut conn).await.unwrap();
+        let plan = lines.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n");
+        assert!(plan.contains("Index"), "{name}: no index used?\n{plan}");
+        assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+    }
+    assert_eq!(statements.len(), 8);
+}
+
 /// On PostgreSQL a decided answer is announced (`NOTIFY`) at its commit, for the long-polls
 /// of other replicas; an answer that decides nothing is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
