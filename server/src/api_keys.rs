@@ -134,10 +134,3 @@ impl ApiKeyClaim {
         self.check(row.map(|r| StoredKey { hash: r.key_hash, revoked_at: r.revoked_at }).as_ref())
     }
 }
-
-/// Checks a bearer token and returns the key id it belongs to.
-pub async fn authenticate(store: &Store, token: &str) -> Result<String> {
-    let claim = ApiKeyClaim::parse(token)?;
-    claim.authenticate(store).await?;
-    Ok(claim.id)
-}

@@ -857,9 +857,9 @@ async fn view_with(
 pub async fn get(state: &AppState, caller: &ApiKeyClaim, id: &str, wait: Option<u64>) -> Result<ChallengeView> {
     // Subscribe before reading, so a decision between the read and the wait is not missed.
     let changes = state.wake.subscribe();
-    let read = store::challenges::get_with_deliveries_and_key(state.store.reader(), id, &caller.id).await?;
-    caller.check(read.as_ref().map(|k| &k.key))?;
-    let first = expiry_applied(state, id, read.and_then(|k| k.found)).await?;
+    let (key, read) = store::challenges::get_with_deliveries_and_key(state.store.reader(), id, &caller.id).await?;
+    caller.check(key.as_ref())?;
+    let first = expiry_applied(state, id, read).await?;
     held(state, id, wait, changes, first).await
 }
 

@@ -230,26 +230,17 @@ pub async fn get_with_deliveries<'e>(
     Ok(gather(rows))
 }
 
-/// An API key as stored, read with what it asked for, for the caller to check the key before
-/// it looks at the rest.
-#[derive(Debug)]
-pub struct WithKey<T> {
-    /// The key.
-    pub key: StoredKey,
-    /// What was asked for.
-    pub found: T,
-}
-
 /// [`get_with_deliveries`], and the API key `key_id` as stored, in one statement: one round
-/// trip where an RP's read of a challenge took two. `None` when there is no such key.
+/// trip where an RP's read of a challenge took two. The key is `None` when there is no such
+/// key, and then nothing else is read; the caller checks the key before it looks at the rest.
 pub async fn get_with_deliveries_and_key<'e>(
     db: impl Into<Db<'e>>,
     id: &str,
     key_id: &str,
-) -> Result<Option<WithKey<Option<(ChallengeRow, Vec<DeliveryRow>)>>>> {
+) -> Result<(Option<StoredKey>, Option<(ChallengeRow, Vec<DeliveryRow>)>)> {
     let rows: Vec<Keyed> = db::query(&*WITH_DELIVERIES_AND_KEY).bind(id).bind(key_id).fetch_all(db).await?;
-    let Some(key) = rows.first().and_then(|first| first.key.clone()) else { return Ok(None) };
-    Ok(Some(WithKey { key, found: gather(rows.into_iter().filter_map(|r| r.row)) }))
+    let key = rows.first().and_then(|first| first.key.clone());
+    Ok((key, gather(rows.into_iter().filter_map(|r| r.row))))
 }
 
 /// The challenge and its deliveries from the rows of one challenge, if there are any.

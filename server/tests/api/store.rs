@@ -432,9 +432,10 @@ async fn a_challenge_is_read_with_the_key_that_asks(db: Db) {
     store::challenges::insert(&mut tx, &challenge("chl_none"), &[], None).await.unwrap();
     tx.commit().await.unwrap();
 
-    let got = read(store.reader(), "chl_two", "key_reader").await.unwrap().unwrap();
-    assert_eq!((got.key.hash.as_str(), got.key.revoked_at), ("hash-r", None));
-    let (row, deliveries) = got.found.unwrap();
+    let (key, found) = read(store.reader(), "chl_two", "key_reader").await.unwrap();
+    let key = key.unwrap();
+    assert_eq!((key.hash.as_str(), key.revoked_at), ("hash-r", None));
+    let (row, deliveries) = found.unwrap();
     assert_eq!(row.id, "chl_two");
     let devices: Vec<_> = deliveries.iter().map(|d| (d.device_id.as_str(), d.provider.as_str())).collect();
     assert_eq!(devices, [("dev_a", "apns"), ("dev_b", "none")]);
@@ -442,16 +443,17 @@ async fn a_challenge_is_read_with_the_key_that_asks(db: Db) {
     let (_, alone) = store::challenges::get_with_deliveries(store.reader(), "chl_two").await.unwrap().unwrap();
     assert_eq!(alone.len(), deliveries.len());
 
-    let got = read(store.reader(), "chl_none", "key_reader").await.unwrap().unwrap();
-    let (row, deliveries) = got.found.unwrap();
+    let (_, found) = read(store.reader(), "chl_none", "key_reader").await.unwrap();
+    let (row, deliveries) = found.unwrap();
     assert_eq!((row.id.as_str(), deliveries.len()), ("chl_none", 0));
     // No such challenge: the key all the same.
-    let got = read(store.reader(), "chl_missing", "key_reader").await.unwrap().unwrap();
-    assert_eq!((got.key.hash.as_str(), got.found.is_none()), ("hash-r", true));
+    let (key, found) = read(store.reader(), "chl_missing", "key_reader").await.unwrap();
+    assert_eq!((key.unwrap().hash.as_str(), found.is_none()), ("hash-r", true));
     // A revoked key says so; no such key, nothing at all.
-    let got = read(store.reader(), "chl_two", "key_gone").await.unwrap().unwrap();
-    assert_eq!(got.key.revoked_at, Some(5));
-    assert!(read(store.reader(), "chl_two", "key_nobody").await.unwrap().is_none());
+    let (key, _) = read(store.reader(), "chl_two", "key_gone").await.unwrap();
+    assert_eq!(key.unwrap().revoked_at, Some(5));
+    let (key, found) = read(store.reader(), "chl_two", "key_nobody").await.unwrap();
+    assert!(key.is_none() && found.is_none());
 }
 
 fn device(id: &str, user_id: &str, created_at: i64) -> store::devices::DeviceRow {
