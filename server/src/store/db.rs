@@ -723,4 +723,30 @@ mod tests {
         let frames = wal_frames(&checkpointer);
         assert!(frames < 10, "the WAL holds {frames} frames");
     }
+    /// With `sqlite_stat4` (what `ANALYZE` writes when SQLite is built with STAT4), SQLite
+    /// compiles a statement again whenever a parameter that could change its plan is bound to
+    /// a new value: on every run of the server's statements, once a database has been
+    /// analysed. That cost a fifth of the push cycle's throughput on a database with a
+    /// million past challenges. The workspace builds SQLite without STAT4
+    /// (`.cargo/config.toml`); this fails if a build brings it back.
+    #[test]
+    fn statements_are_not_compiled_again_for_their_bindings() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("stat4.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT NOT NULL, b INTEGER NOT NULL);
+             CREATE INDEX t_by_a ON t (a);
+             CREATE INDEX t_by_b ON t (b);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO t (a, b) SELECT CASE WHEN i % 10 = 0 THEN 'u' || i ELSE 'common' END, i % 7 FROM n;
+             ANALYZE;",
+        )
+        .unwrap();
+        let mut statement = conn.prepare("SELECT COUNT(*) FROM t WHERE a = ?1 AND b = ?2").unwrap();
+        for (a, b) in [("common", 1), ("u10", 3), ("u20", 6), ("common", 2)] {
+            let _: i64 = statement.query_row(rusqlite::params![a, b], |row| row.get(0)).unwrap();
+        }
+        let compiled_again = statement.get_status(rusqlite::StatementStatus::RePrepare);
+        assert_eq!(compiled_again, 0, "SQLite compiled the statement again for its bindings (built with STAT4?)");
+    }
 }
