@@ -723,6 +723,7 @@ mod tests {
         let frames = wal_frames(&checkpointer);
         assert!(frames < 10, "the WAL holds {frames} frames");
     }
+
     /// With `sqlite_stat4` (what `ANALYZE` writes when SQLite is built with STAT4), SQLite
     /// compiles a statement again whenever a parameter that could change its plan is bound to
     /// a new value: on every run of the server's statements, once a database has been
