@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use assent_sdk::{AssentClient, ClientConfig, DeviceRegistration, Platform, PushRegistration, memory_state_store};
+use assent_sdk::{
+    AssentClient, ClientConfig, Connection, DeviceRegistration, Platform, PushRegistration, memory_state_store,
+};
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -52,6 +54,11 @@ struct Args {
     /// with enough phones no user sees more challenges than a real one would.
     #[arg(long, default_value_t = 4096)]
     devices: usize,
+    /// Let the phones share one pool of HTTP connections instead of each holding its own, as
+    /// real phones do. Each open connection costs the server memory (about 15 KiB), so runs
+    /// with tens of thousands of phones need this.
+    #[arg(long)]
+    shared_connections: bool,
     /// Requests or cycles in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -162,15 +169,22 @@ fn crypto_rates() -> anyhow::Result<CryptoRates> {
 }
 
 /// Enrolls `n` phones, `concurrency` at a time; phone `i` belongs to user `bench-<run>-<i>`.
-async fn enroll_phones(rp: &Arc<Rp>, n: usize, concurrency: usize) -> anyhow::Result<Vec<Phone>> {
+/// With `shared`, the phones make their requests over one pool of connections.
+async fn enroll_phones(rp: &Arc<Rp>, n: usize, concurrency: usize, shared: bool) -> anyhow::Result<Vec<Phone>> {
     let run = std::process::id();
+    let config = ClientConfig { server_url_override: Some(rp.base.clone()), ..ClientConfig::default() };
+    let shared = if shared { Some(Connection::new(&config)?) } else { None };
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..concurrency.min(n) {
-        let rp = rp.clone();
+        let (rp, config, shared) = (rp.clone(), config.clone(), shared.clone());
         tasks.spawn(async move {
             let mut mine = Vec::new();
             for i in (worker..n).step_by(concurrency) {
-                mine.push((i, enroll_phone(&rp, &format!("bench-{run}-{i}"), i).await?));
+                let connection = match &shared {
+                    Some(connection) => connection.clone(),
+                    None => Connection::new(&config)?,
+                };
+                mine.push((i, enroll_phone(&rp, connection, &format!("bench-{run}-{i}"), i).await?));
             }
             Ok::<_, anyhow::Error>(mine)
         });
@@ -183,12 +197,11 @@ async fn enroll_phones(rp: &Arc<Rp>, n: usize, concurrency: usize) -> anyhow::Re
     Ok(phones.into_iter().map(|(_, phone)| phone).collect())
 }
 
-async fn enroll_phone(rp: &Rp, user: &str, i: usize) -> anyhow::Result<Phone> {
+async fn enroll_phone(rp: &Rp, connection: Connection, user: &str, i: usize) -> anyhow::Result<Phone> {
     rp.put(&format!("/v1/users/{user}"), json!({"display_name": format!("Bench user {i}")})).await?;
     let enrollment = rp.post(&format!("/v1/users/{user}/enrollments"), json!({})).await?;
     let uri = enrollment["uri"].as_str().context("no uri")?.to_owned();
-    let config = ClientConfig { server_url_override: Some(rp.base.clone()), ..ClientConfig::default() };
-    let client = AssentClient::new(keystore::ring_key_store(), memory_state_store(), Some(config))?;
+    let client = AssentClient::with_connection(keystore::ring_key_store(), memory_state_store(), connection);
     let registration = DeviceRegistration {
         name: format!("bench phone {i}"),
         platform: Platform::Other,
@@ -333,7 +346,8 @@ async fn main() -> anyhow::Result<()> {
     let mut push_rate = None;
     if args.cycles > 0 {
         eprintln!("enrolling {} phones...", args.devices.max(concurrency));
-        let phones = Arc::new(enroll_phones(&rp, args.devices.max(concurrency), concurrency).await?);
+        let phones =
+            Arc::new(enroll_phones(&rp, args.devices.max(concurrency), concurrency, args.shared_connections).await?);
         eprintln!("running {} push approval cycles at concurrency {concurrency}...", args.cycles);
         let rp = rp.clone();
         let mut outcome = drive(concurrency, args.cycles, move |worker, iteration| {
@@ -352,6 +366,7 @@ async fn main() -> anyhow::Result<()> {
         push_rate = Some(outcome.rate());
         let mut report = outcome.report("push approval cycles", concurrency);
         report["devices"] = json!(args.devices.max(concurrency));
+        report["shared_connections"] = json!(args.shared_connections);
         load::print(&report);
         reports.insert("push".into(), report);
     }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use assent_protocol::jws::{self, JwsType, KeyRef};
 use assent_protocol::messages::{self, proof_authorization};
@@ -20,7 +20,7 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 
 use crate::error::{AssentError, Error, KeyStoreError, Result};
-use crate::http::{self, APPLICATION_JOSE, APPLICATION_JSON, Body};
+use crate::http::{self, APPLICATION_JOSE, APPLICATION_JSON, Body, Connection};
 use crate::keystore::{KeyStore, normalize_signature, parse_public_key};
 use crate::model::{
     Challenge, ChallengeStatus, ClientConfig, DeviceRegistration, Enrollment, PushRegistration, ResponseOutcome,
@@ -86,8 +86,7 @@ enum Slot {
 pub struct AssentClient {
     key_store: Arc<dyn KeyStore>,
     state_store: Arc<dyn StateStore>,
-    http: reqwest::Client,
-    server_url_override: Option<Url>,
+    connection: Connection,
     state: Mutex<Slot>,
     /// Serialises enroll, push-token updates, unenroll and reset (the state-changing calls).
     lifecycle: tokio::sync::Mutex<()>,
@@ -98,7 +97,7 @@ impl fmt::Debug for AssentClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AssentClient")
             .field("state", &*self.slot())
-            .field("server_url_override", &self.server_url_override)
+            .field("server_url_override", &self.connection.server_url_override)
             .finish_non_exhaustive()
     }
 }
@@ -222,9 +221,26 @@ impl AssentClient {
         config: ClientConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, AssentError> {
-        let server_url_override = config.server_url_override.as_deref().map(http::validate_server_url).transpose()?;
-        let timeout = Duration::from_secs(u64::from(config.request_timeout_seconds.max(1)));
-        let client = http::build_client(timeout, &config.extra_root_certificates_pem)?;
+        Ok(Self::from_parts(key_store, state_store, Connection::new(&config)?, clock))
+    }
+
+    /// [`Self::new`] over a [`Connection`]: every client made from clones of one connection
+    /// shares its pooled HTTP connections, as a process holding many devices (a load test, a
+    /// desktop agent with several accounts) wants.
+    pub fn with_connection(
+        key_store: Arc<dyn KeyStore>,
+        state_store: Arc<dyn StateStore>,
+        connection: Connection,
+    ) -> Arc<Self> {
+        Self::from_parts(key_store, state_store, connection, Arc::new(SystemClock))
+    }
+
+    fn from_parts(
+        key_store: Arc<dyn KeyStore>,
+        state_store: Arc<dyn StateStore>,
+        connection: Connection,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         let slot = match state_store.load() {
             Ok(None) => Slot::Empty,
             Ok(Some(json)) => match DeviceState::from_json(&json) {
@@ -233,15 +249,14 @@ impl AssentClient {
             },
             Err(e) => Slot::Unreadable(e.to_string()),
         };
-        Ok(Arc::new(AssentClient {
+        Arc::new(AssentClient {
             key_store,
             state_store,
-            http: client,
-            server_url_override,
+            connection,
             state: Mutex::new(slot),
             lifecycle: tokio::sync::Mutex::new(()),
             clock,
-        }))
+        })
     }
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
@@ -307,7 +322,7 @@ impl AssentClient {
         let claims = ProofClaims::new(method.as_str(), &htu, body_bytes, self.now())?;
         let input = jws::signing_input(JwsType::Proof, KeyRef::Kid(&state.device_id), &claims)?;
         let proof = self.sign_jws(&state.key_alias, &state.device_key, input).await?;
-        http::send(&self.http, method, url, Some(proof_authorization(&proof)), body).await
+        http::send(&self.connection.http, method, url, Some(proof_authorization(&proof)), body).await
     }
 
     async fn enroll_inner(&self, uri: &str, device: DeviceRegistration) -> Result<Enrollment> {
@@ -320,7 +335,7 @@ impl AssentClient {
             Slot::Unreadable(reason) => return Err(Error::CorruptState(reason.clone())),
         }
         let uri = EnrollUri::parse(uri).map_err(Error::EnrollUri)?;
-        let base = match &self.server_url_override {
+        let base = match &self.connection.server_url_override {
             Some(url) => url.clone(),
             None => http::validate_server_url(&uri.server)?,
         };
@@ -376,7 +391,7 @@ impl AssentClient {
         let input = jws::signing_input(JwsType::Enroll, KeyRef::Jwk(&device_key), &claims)?;
         let token = self.sign_jws(alias, &device_key, input).await?;
         let (status, bytes) = http::send(
-            &self.http,
+            &self.connection.http,
             Method::POST,
             http::endpoint(base, "/v1/device/enroll"),
             None,

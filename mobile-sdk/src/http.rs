@@ -8,7 +8,8 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Url};
 
-use crate::error::{Error, Problem, Result};
+use crate::error::{AssentError, Error, Problem, Result};
+use crate::model::ClientConfig;
 
 /// Media type of the enrollment body (a compact JWS).
 pub(crate) const APPLICATION_JOSE: &str = "application/jose";
@@ -67,9 +68,27 @@ pub(crate) fn path_and_query(url: &Url) -> String {
     }
 }
 
+/// The connection side of a [`ClientConfig`]: an HTTP client (its pool of connections, TLS roots
+/// and timeouts) and the server URL override. Cloning it is cheap and shares the pool.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub(crate) http: reqwest::Client,
+    pub(crate) server_url_override: Option<Url>,
+}
+
+impl Connection {
+    /// Builds the connection `config` describes. Fails only on a bad `config`.
+    pub fn new(config: &ClientConfig) -> Result<Self, AssentError> {
+        let server_url_override = config.server_url_override.as_deref().map(validate_server_url).transpose()?;
+        let timeout = Duration::from_secs(u64::from(config.request_timeout_seconds.max(1)));
+        let http = build_client(timeout, &config.extra_root_certificates_pem)?;
+        Ok(Connection { http, server_url_override })
+    }
+}
+
 /// Builds the HTTP client: rustls with the Mozilla root set plus `extra_roots_pem`, TLS
 /// certificate checks on (there is deliberately no switch to turn them off), no redirects.
-pub(crate) fn build_client(timeout: Duration, extra_roots_pem: &[String]) -> Result<reqwest::Client> {
+fn build_client(timeout: Duration, extra_roots_pem: &[String]) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())

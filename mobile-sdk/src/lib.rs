@@ -37,7 +37,7 @@ pub use assent_protocol as protocol;
 
 pub use client::{AssentClient, Clock, SystemClock};
 pub use error::{AssentError, Error, KeyStoreError, Problem, StorageError};
-pub use http::validate_server_url;
+pub use http::{Connection, validate_server_url};
 pub use keystore::{
     KeyInfo, KeyStore, KeyStoreReport, SignatureFormat, SoftwareKeyStore, check_key_store, software_key_store,
 };

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::result_large_err)] // Test code: a failed unwrap is a failed test.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use assent_protocol::jws::{self, JwsType, KeyRef};
@@ -17,9 +17,9 @@ use assent_protocol::{
     sha256_b64,
 };
 use assent_sdk::{
-    AssentClient, AssentError, ChallengeStatus, ClientConfig, Clock, DeviceRegistration, FileStateStore, KeyStore,
-    MemoryStateStore, Platform, PushProvider, PushRegistration, SignatureFormat, SoftwareKeyStore, StateStore,
-    SystemClock,
+    AssentClient, AssentError, ChallengeStatus, ClientConfig, Clock, Connection, DeviceRegistration, FileStateStore,
+    KeyStore, MemoryStateStore, Platform, PushProvider, PushRegistration, SignatureFormat, SoftwareKeyStore,
+    StateStore, SystemClock,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -27,6 +27,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::serve::ListenerExt as _;
 use serde_json::json;
 
 const TOKEN: &str = "enrollment-token-1";
@@ -50,6 +51,8 @@ struct Data {
 struct Mock {
     key: SigningKey,
     data: Mutex<Data>,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
 }
 
 impl Mock {
@@ -233,7 +236,11 @@ async fn delete_device(State(mock): State<Arc<Mock>>, method: Method, uri: Uri, 
 
 /// Starts the mock on 127.0.0.1 (port 0) and returns it with its enrollment URI.
 async fn start() -> (Arc<Mock>, String) {
-    let mock = Arc::new(Mock { key: jws::generate_signing_key().unwrap(), data: Mutex::new(Data::default()) });
+    let mock = Arc::new(Mock {
+        key: jws::generate_signing_key().unwrap(),
+        data: Mutex::new(Data::default()),
+        connections: AtomicUsize::new(0),
+    });
     let app = Router::new()
         .route("/v1/device/enroll", post(enroll))
         .route("/v1/device/challenges", get(list))
@@ -244,6 +251,10 @@ async fn start() -> (Arc<Mock>, String) {
         .with_state(mock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let counter = mock.clone();
+    let listener = listener.tap_io(move |_| {
+        counter.connections.fetch_add(1, Ordering::Relaxed);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let uri = EnrollUri {
         server: format!("http://127.0.0.1:{port}"),
@@ -476,4 +487,33 @@ async fn refusals_before_any_request() {
     // A key store is usable through the trait object the bindings hand over.
     let store: Arc<dyn KeyStore> = assent_sdk::software_key_store(SignatureFormat::Der);
     assert_eq!(assent_sdk::check_key_store(store).unwrap().signature_format, SignatureFormat::Der);
+}
+
+#[tokio::test]
+async fn clients_made_from_one_connection_share_its_pooled_connections() {
+    let keys = || Arc::new(SoftwareKeyStore::default());
+    // Two phones with their own clients: two TCP connections.
+    let (mock, uri) = start().await;
+    for _ in 0..2 {
+        client(keys(), Arc::new(MemoryStateStore::new())).enroll(uri.clone(), phone()).await.unwrap();
+    }
+    assert_eq!(mock.connections.load(Ordering::Relaxed), 2);
+
+    // Two phones over one connection: one, kept open across enrollment, listing and approval.
+    let (mock, uri) = start().await;
+    let connection = Connection::new(&ClientConfig::default()).unwrap();
+    let phones: Vec<_> = (0..2)
+        .map(|_| AssentClient::with_connection(keys(), Arc::new(MemoryStateStore::new()), connection.clone()))
+        .collect();
+    for phone_client in &phones {
+        phone_client.enroll(uri.clone(), phone()).await.unwrap();
+    }
+    let id = mock.add_challenge(None, 120, None);
+    for phone_client in &phones {
+        assert_eq!(phone_client.pending_challenges().await.unwrap()[0].id, id);
+    }
+    let challenge = phones[1].challenge(id).await.unwrap();
+    assert_eq!(phones[1].approve(challenge, None).await.unwrap().status, ChallengeStatus::Approved);
+    assert_ne!(phones[0].enrollment().unwrap().device_id, phones[1].enrollment().unwrap().device_id);
+    assert_eq!(mock.connections.load(Ordering::Relaxed), 1);
 }
