@@ -54,9 +54,9 @@ struct Args {
     /// with enough phones no user sees more challenges than a real one would.
     #[arg(long, default_value_t = 4096)]
     devices: usize,
-    /// Let the phones share one pool of HTTP connections instead of each holding its own, as
-    /// real phones do. Each open connection costs the server memory (about 15 KiB), so runs
-    /// with tens of thousands of phones need this.
+    /// Make the phones share one pool of HTTP connections. Without it each phone holds its own
+    /// connection, as a real phone does; each open connection costs the server about 15 KiB,
+    /// so runs with tens of thousands of phones need this.
     #[arg(long)]
     shared_connections: bool,
     /// Requests or cycles in flight at once.

@@ -317,17 +317,17 @@ impl db::FromRow for WithDelivery {
     }
 }
 
+static BY_IDEMPOTENCY_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM challenges WHERE api_key_id = $1 AND idempotency_key = $2")
+});
+
 /// The challenge an API key created with this idempotency key.
 pub async fn by_idempotency_key<'e>(
     db: impl Into<Db<'e>>,
     api_key_id: &str,
     key: &str,
 ) -> Result<Option<ChallengeRow>> {
-    db::query(format!("SELECT {COLUMNS} FROM challenges WHERE api_key_id = $1 AND idempotency_key = $2"))
-        .bind(api_key_id)
-        .bind(key)
-        .fetch_optional(db)
-        .await
+    db::query(&*BY_IDEMPOTENCY_KEY).bind(api_key_id).bind(key).fetch_optional(db).await
 }
 
 /// How a challenge leaves `pending`.
@@ -442,18 +442,14 @@ static DECIDE_ANSWER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
     )
 });
 
+const EXPIRE_DUE: &str = "UPDATE challenges SET status = 'expired', decided_at = expires_at
+    WHERE status = 'pending' AND expires_at <= $1 AND ($2 IS NULL OR id = $2)
+    RETURNING id, user_id";
+
 /// Expires pending challenges whose time is up (all of them, or just `only`), returning
 /// `(id, user_id)` of each one this call expired.
 pub async fn expire_due(conn: &mut Tx, now: i64, only: Option<&str>) -> Result<Vec<(String, String)>> {
-    db::query(
-        "UPDATE challenges SET status = 'expired', decided_at = expires_at
-         WHERE status = 'pending' AND expires_at <= $1 AND ($2 IS NULL OR id = $2)
-         RETURNING id, user_id",
-    )
-    .bind(now)
-    .bind(only)
-    .fetch_all(conn)
-    .await
+    db::query(EXPIRE_DUE).bind(now).bind(only).fetch_all(conn).await
 }
 
 /// Cancels the user's pending push challenges (a newer one replaces them), returning their ids.
@@ -893,7 +889,11 @@ pub async fn claim_due_deliveries(
     lease_until: i64,
     limit: i64,
 ) -> Result<Vec<DueDelivery>> {
-    let sql = format!(
+    db::query(claim_due_sql(backend)).bind(lease_until).bind(now).bind(limit).fetch_all(conn).await
+}
+
+fn claim_due_sql(backend: super::Backend) -> String {
+    format!(
         "UPDATE push_deliveries SET claimed_until = $1
          WHERE (challenge_id, device_id) IN (
              SELECT challenge_id, device_id FROM push_deliveries
@@ -901,8 +901,18 @@ pub async fn claim_due_deliveries(
              ORDER BY next_attempt_at LIMIT $3 {})
          RETURNING challenge_id, device_id, provider, attempts",
         backend.skip_locked()
-    );
-    db::query(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(conn).await
+    )
+}
+
+/// Statements that look for a few rows among many through a partial index (migration 0007),
+/// with the index each must use: a test checks their plans on both databases.
+#[doc(hidden)]
+pub fn partial_index_statements(backend: super::Backend) -> Vec<(&'static str, String)> {
+    vec![
+        ("challenges_idempotency", BY_IDEMPOTENCY_KEY.clone()),
+        ("challenges_pending", EXPIRE_DUE.to_owned()),
+        ("push_deliveries_due", claim_due_sql(backend)),
+    ]
 }
 
 crate::row! {

@@ -20,6 +20,7 @@ both_databases!(
     a_proof_id_is_recorded_once_and_never_for_a_revoked_device,
     push_targets_are_the_active_devices_with_the_recent_pushes,
     a_push_challenge_is_stored_only_while_its_snapshot_is_current,
+    the_few_rows_of_many_are_found_through_partial_indexes,
 );
 
 async fn count_keys(store: &store::Store, name: &str) -> i64 {
@@ -270,6 +271,55 @@ async fn push_cycle_plans_never_scan_a_table() {
         assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
     }
     assert_eq!(statements.len(), 8);
+}
+
+/// The expiry sweep, the push worker's claim and the idempotent create's lookup each use
+/// their partial index (migration 0007), which holds only the rows they look for: on
+/// PostgreSQL even in a generic plan made on empty tables, where a scan looks cheapest.
+async fn the_few_rows_of_many_are_found_through_partial_indexes(db: Db) {
+    use sqlx::Connection as _;
+    let app = TestApp::new(db).await;
+    let backend = app.state.store.backend();
+    let mut pg = match &app.db.pg {
+        Some(pg) => {
+            let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::raw_sql("SET plan_cache_mode = force_generic_plan").execute(&mut conn).await.unwrap();
+            Some(conn)
+        }
+        None => None,
+    };
+    let statements = store::challenges::partial_index_statements(backend);
+    for (i, (index, sql)) in statements.iter().enumerate() {
+        let plan = match &mut pg {
+            Some(conn) => {
+                // Typed: `$2 IS NULL` comes before any use that would tell PostgreSQL its type.
+                let types = match *index {
+                    "challenges_idempotency" => "text, text",
+                    "challenges_pending" => "bigint, text",
+                    _ => "bigint, bigint, bigint",
+                };
+                sqlx::raw_sql(&format!("PREPARE s{i}({types}) AS {sql}")).execute(&mut *conn).await.unwrap();
+                let nulls = vec!["NULL"; types.split(',').count()].join(", ");
+                let explain = format!("EXPLAIN EXECUTE s{i}({nulls})");
+                let lines: Vec<(String,)> = sqlx::query_as(&explain).fetch_all(&mut *conn).await.unwrap();
+                lines.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n")
+            }
+            None => {
+                let rows: Vec<(i64, i64, i64, String)> =
+                    db::query(format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&app.state.store).await.unwrap();
+                rows.into_iter().map(|(.., line)| line).collect::<Vec<_>>().join("\n")
+            }
+        };
+        assert!(plan.contains(index), "{index} not used:\n{plan}");
+        assert!(!plan.contains("Seq Scan") && !plan.contains("SCAN "), "a scan:\n{plan}");
+        let definition = match backend {
+            store::Backend::Postgres => "SELECT indexdef FROM pg_indexes WHERE indexname = $1",
+            store::Backend::Sqlite => "SELECT sql FROM sqlite_master WHERE name = $1",
+        };
+        let (definition,): (String,) = db::query(definition).bind(*index).fetch_one(&app.state.store).await.unwrap();
+        assert!(definition.contains("WHERE"), "{index} is not partial: {definition}");
+    }
+    assert_eq!(statements.len(), 3);
 }
 
 /// On PostgreSQL a decided answer is announced (`NOTIFY`) at its commit, for the long-polls
