@@ -256,21 +256,32 @@ async fn push_cycle_plans_never_scan_a_table() {
     sqlx::raw_sql("SET plan_cache_mode = force_generic_plan").execute(&mut conn).await.unwrap();
     let statements = store::challenges::push_cycle_statements();
     for (i, (name, sql)) in statements.iter().enumerate() {
+        let plan = explain_prepared(&mut conn, &format!("s{i}"), sql, &[]).await;
+        assert!(plan.contains("Index"), "{name}: no index used?\n{plan}");
+        assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
+    }
+    assert_eq!(statements.len(), 8);
+}
+
+/// PostgreSQL's plan for `sql` prepared as `name` and run with every parameter NULL. The
+/// parameters are of `types`, or, with none given, untyped and as many as `sql` uses.
+async fn explain_prepared(conn: &mut sqlx::PgConnection, name: &str, sql: &str, types: &[&str]) -> String {
+    let (declared, params) = if types.is_empty() {
         let params = sql
             .split('$')
             .skip(1)
             .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
             .max()
             .unwrap_or(0);
-        sqlx::raw_sql(&format!("PREPARE s{i} AS {sql}")).execute(&mut conn).await.unwrap();
-        let nulls = vec!["NULL"; params].join(", ");
-        let explain = format!("EXPLAIN EXECUTE s{i}({nulls})");
-        let lines: Vec<(String,)> = sqlx::query_as(&explain).fetch_all(&mut conn).await.unwrap();
-        let plan = lines.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n");
-        assert!(plan.contains("Index"), "{name}: no index used?\n{plan}");
-        assert!(!plan.contains("Seq Scan"), "{name} scans a table:\n{plan}");
-    }
-    assert_eq!(statements.len(), 8);
+        (String::new(), params)
+    } else {
+        (format!("({})", types.join(", ")), types.len())
+    };
+    sqlx::raw_sql(&format!("PREPARE {name}{declared} AS {sql}")).execute(&mut *conn).await.unwrap();
+    let nulls = vec!["NULL"; params].join(", ");
+    let lines: Vec<(String,)> =
+        sqlx::query_as(&format!("EXPLAIN EXECUTE {name}({nulls})")).fetch_all(&mut *conn).await.unwrap();
+    lines.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n")
 }
 
 /// The expiry sweep, the push worker's claim and the idempotent create's lookup each use
@@ -293,16 +304,12 @@ async fn the_few_rows_of_many_are_found_through_partial_indexes(db: Db) {
         let plan = match &mut pg {
             Some(conn) => {
                 // Typed: `$2 IS NULL` comes before any use that would tell PostgreSQL its type.
-                let types = match *index {
-                    "challenges_idempotency" => "text, text",
-                    "challenges_pending" => "bigint, text",
-                    _ => "bigint, bigint, bigint",
+                let types: &[&str] = match *index {
+                    "challenges_idempotency" => &["text", "text"],
+                    "challenges_pending" => &["bigint", "text"],
+                    _ => &["bigint", "bigint", "bigint"],
                 };
-                sqlx::raw_sql(&format!("PREPARE s{i}({types}) AS {sql}")).execute(&mut *conn).await.unwrap();
-                let nulls = vec!["NULL"; types.split(',').count()].join(", ");
-                let explain = format!("EXPLAIN EXECUTE s{i}({nulls})");
-                let lines: Vec<(String,)> = sqlx::query_as(&explain).fetch_all(&mut *conn).await.unwrap();
-                lines.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n")
+                explain_prepared(conn, &format!("s{i}"), sql, types).await
             }
             None => {
                 let rows: Vec<(i64, i64, i64, String)> =
